@@ -1,0 +1,391 @@
+"""LHOPT: the Adam-family inner optimizer of "A Generalizable Approach to
+Learning Optimizers" (Almeida et al., 2021), as a Keras 3 optimizer."""
+
+import difflib
+import inspect
+import math
+
+import keras
+import tensorflow as tf
+
+# Constructor name -> (reference initial value, name of the variable that
+# stores it). Betas are stored as one-minus-beta because the controller scales
+# 1 - beta multiplicatively.
+HYPERPARAMETERS = {
+    "learning_rate": (1e-3, "learning_rate"),
+    "beta_1": (0.9, "one_minus_beta_1"),
+    "beta_2": (0.99, "one_minus_beta_2"),
+    "epsilon": (1e-6, "epsilon"),
+    "weight_decay": (1e-2, "weight_decay"),
+    "clip_threshold": (0.8, "clip_threshold"),
+    "clip_ema": (1e-2, "clip_ema"),
+    "update_norm_ema": (0.05, "update_norm_ema"),
+}
+_ONE_MINUS = ("beta_1", "beta_2")
+
+# Valid ranges: (low, high, low inclusive, high inclusive, fix hint).
+_RANGES = {
+    "learning_rate": (0.0, math.inf, False, False, "a positive float like 1e-3"),
+    "beta_1": (0.0, 1.0, False, False, "a float strictly between 0 and 1, like 0.9"),
+    "beta_2": (0.0, 1.0, False, False, "a float strictly between 0 and 1, like 0.99"),
+    "epsilon": (0.0, math.inf, False, False, "a positive float like 1e-6"),
+    "weight_decay": (0.0, math.inf, True, False, "a float >= 0 like 1e-2 (0 disables it)"),
+    "clip_threshold": (0.0, 1.0, False, False, "a float strictly between 0 and 1, like 0.8"),
+    "clip_ema": (0.0, 1.0, False, True, "a float in (0, 1], like 1e-2"),
+    "update_norm_ema": (0.0, 1.0, False, True, "a float in (0, 1], like 0.05"),
+}
+
+# Thresholds of the reference update (DESIGN.md section 2).
+_CLIP_DENOMINATOR_EPS = 1e-6
+_TRUST_RATIO_MIN_NORM = 1e-8
+_TRUST_RATIO_FLOOR = 1e-3
+
+_OWN_ARGUMENTS = tuple(HYPERPARAMETERS) + ("policy", "total_steps", "control_every", "name")
+_BASE_ARGUMENTS = tuple(
+    name
+    for name in inspect.signature(keras.optimizers.Optimizer.__init__).parameters
+    if name not in ("self", "kwargs", "learning_rate", "weight_decay", "name")
+)
+
+
+def _check_backend():
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise RuntimeError(
+            f"keras_lopt.LHOPT needs the TensorFlow backend but Keras is using "
+            f"'{backend}'; set the environment variable KERAS_BACKEND=tensorflow "
+            f"before importing keras."
+        )
+
+
+def _check_keyword_arguments(kwargs):
+    for name in kwargs:
+        if name in _BASE_ARGUMENTS:
+            continue
+        known = _OWN_ARGUMENTS + _BASE_ARGUMENTS
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise TypeError(
+            f"LHOPT got an unexpected keyword argument '{name}'.{hint} "
+            f"Valid arguments: {', '.join(known)}."
+        )
+
+
+def validate_hyperparameter(name, value):
+    """Returns `value` as a float, or raises a one-line `ValueError`."""
+    if name not in _RANGES:
+        close = difflib.get_close_matches(name, list(_RANGES), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ValueError(
+            f"Unknown LHOPT hyperparameter '{name}'.{hint} "
+            f"Known: {', '.join(_RANGES)}."
+        )
+    low, high, low_ok, high_ok, fix = _RANGES[name]
+    if isinstance(value, keras.optimizers.schedules.LearningRateSchedule) or callable(value):
+        raise ValueError(
+            f"LHOPT needs a float {name}, got {value!r}: it steers its "
+            f"hyperparameters itself, so schedules and callables are not "
+            f"supported. Pass {fix} (with policy=None you can change it "
+            f"during training with keras.callbacks.LearningRateScheduler)."
+        )
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"LHOPT {name} must be {fix}; got {value!r}.") from None
+    above = number > low or (low_ok and number == low)
+    below = number < high or (high_ok and number == high)
+    if not (math.isfinite(number) and above and below):
+        raise ValueError(f"LHOPT {name} must be {fix}; got {value!r}.")
+    return number
+
+
+def _stored_value(name, value):
+    return 1.0 - value if name in _ONE_MINUS else value
+
+
+@keras.saving.register_keras_serializable(package="keras_lopt")
+class LHOPT(keras.optimizers.Optimizer):
+    """Optimizer implementing the inner update of LHOPT (Almeida et al., 2021).
+
+    An AdaMax-style Adam variant whose hyperparameters live in optimizer
+    variables, so that a learned controller can change them inside a compiled
+    train step. With `policy=None` the controller is off and LHOPT is a plain
+    optimizer with fixed hyperparameters. One step, with `G` the global norm
+    of the gradients and every tensor in one group:
+
+    ```
+    R   = max(G, R * (1 - clip_ema))                 # rolling max, R0 = 0
+    c   = clip_threshold * R / (G + 1e-6)
+    g   = g * min(c, 1)                              # global clipping
+    bc1 = bc1 * beta_1 + (1 - beta_1)                # running bias correction
+    m   = beta_1 * m + (1 - beta_1) * g
+    v   = max(beta_2 * v, |g|)
+    u   = m / (v + epsilon) / bc1 + weight_decay * p
+    # tensors of rank >= 2 scale their step by a LAMB trust ratio:
+    n   = n * (1 - update_norm_ema) + update_norm_ema * ||u||
+    bn  = bn * (1 - update_norm_ema) + update_norm_ema
+    lr_p = lr * max(||p|| / (n / bn), 1e-3)          # if ||p||, n/bn >= 1e-8
+    p   = p - lr_p * u
+    ```
+
+    Running bias corrections stay correct when a beta changes mid-run. A step
+    whose gradients are not finite (or whose global norm overflows float32)
+    leaves the weights and every optimizer state untouched; the iteration
+    counter still advances.
+
+    Args:
+        learning_rate: A positive float. Defaults to `1e-3`.
+        beta_1: Decay rate of the first moment, in (0, 1). Defaults to `0.9`.
+        beta_2: Decay rate of the AdaMax second moment (an exponentially
+            decaying maximum of `|g|`), in (0, 1). Defaults to `0.99`.
+        epsilon: Positive constant added to the second moment. Defaults to
+            `1e-6`.
+        weight_decay: Non-negative weight decay coefficient, applied inside
+            the update (so it is scaled by the trust ratio too). Variables
+            excluded with `exclude_from_weight_decay()` get none. Defaults to
+            `1e-2`.
+        clip_threshold: Gradients are clipped to this fraction of the rolling
+            maximum of their global norm, in (0, 1). Defaults to `0.8`.
+        clip_ema: Decay rate of that rolling maximum, in (0, 1]. Defaults
+            to `1e-2`.
+        update_norm_ema: Rate of the running mean of each tensor's update
+            norm used by the trust ratio, in (0, 1]. Defaults to `0.05`.
+        policy: The controller. `None` (the default for now) switches it off.
+        total_steps: Optional positive int, the planned number of training
+            steps; the controller uses it to measure progress.
+        control_every: Positive int, the number of steps between two calls
+            of the controller. Defaults to `10`.
+        {{base_optimizer_keyword_args}}
+    """
+
+    def __init__(
+        self,
+        learning_rate=HYPERPARAMETERS["learning_rate"][0],
+        beta_1=HYPERPARAMETERS["beta_1"][0],
+        beta_2=HYPERPARAMETERS["beta_2"][0],
+        epsilon=HYPERPARAMETERS["epsilon"][0],
+        weight_decay=HYPERPARAMETERS["weight_decay"][0],
+        clip_threshold=HYPERPARAMETERS["clip_threshold"][0],
+        clip_ema=HYPERPARAMETERS["clip_ema"][0],
+        update_norm_ema=HYPERPARAMETERS["update_norm_ema"][0],
+        policy=None,
+        total_steps=None,
+        control_every=10,
+        name="lhopt",
+        **kwargs,
+    ):
+        _check_backend()
+        _check_keyword_arguments(kwargs)
+        given = dict(
+            learning_rate=learning_rate,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            weight_decay=weight_decay,
+            clip_threshold=clip_threshold,
+            clip_ema=clip_ema,
+            update_norm_ema=update_norm_ema,
+        )
+        initial = {name: validate_hyperparameter(name, value) for name, value in given.items()}
+        if policy is not None:
+            raise ValueError(
+                f"LHOPT got policy={policy!r}, but this version has no "
+                f"controller support yet; pass policy=None."
+            )
+        if total_steps is not None and not (
+            isinstance(total_steps, int) and not isinstance(total_steps, bool) and total_steps > 0
+        ):
+            raise ValueError(
+                f"LHOPT total_steps must be a positive int or None; got {total_steps!r}."
+            )
+        if not (
+            isinstance(control_every, int) and not isinstance(control_every, bool) and control_every > 0
+        ):
+            raise ValueError(
+                f"LHOPT control_every must be a positive int like 10; got {control_every!r}."
+            )
+
+        # The base class's own weight decay would act outside the update.
+        super().__init__(
+            learning_rate=initial["learning_rate"], weight_decay=None, name=name, **kwargs
+        )
+        self.initial_hyperparameters = initial
+        self.policy = policy
+        self.total_steps = total_steps
+        self.control_every = control_every
+
+        # Global state, read and written once per step for all tensors.
+        self._hyperparameter_variables = {"learning_rate": self._learning_rate}
+        for hp_name, (_, stored_name) in HYPERPARAMETERS.items():
+            if hp_name != "learning_rate":
+                self._hyperparameter_variables[hp_name] = self._scalar_variable(
+                    stored_name, _stored_value(hp_name, initial[hp_name])
+                )
+        self._gradient_norm_max = self._scalar_variable("gradient_norm_max")
+        self._bias_correction_1 = self._scalar_variable("bias_correction_1")
+        self._did_clip = self._scalar_variable("did_clip")
+
+    def _scalar_variable(self, name, value=0.0):
+        return self.add_variable(
+            shape=(),
+            initializer=keras.initializers.Constant(value),
+            dtype="float32",
+            aggregation="only_first_replica",
+            name=name,
+        )
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._momentums, self._velocities = self.add_optimizer_variables(
+            var_list, ["momentum", "velocity"]
+        )
+        # Per-tensor running mean of the update norm and its bias correction,
+        # only for tensors that use the trust ratio.
+        self._update_norms = []
+        self._update_norm_corrections = []
+        for variable in var_list:
+            if len(variable.shape) >= 2:
+                prefix = variable.path.replace("/", "_")
+                self._update_norms.append(self._scalar_variable(f"{prefix}_update_norm"))
+                self._update_norm_corrections.append(
+                    self._scalar_variable(f"{prefix}_update_norm_correction")
+                )
+            else:
+                self._update_norms.append(None)
+                self._update_norm_corrections.append(None)
+
+    @property
+    def hyperparameters(self):
+        """The current hyperparameters, as a dict of name -> Python float."""
+        values = {}
+        for name, variable in self._hyperparameter_variables.items():
+            stored = float(keras.ops.convert_to_numpy(variable))
+            values[name] = _stored_value(name, stored)
+        return values
+
+    def set_hyperparameters(self, **values):
+        """Sets hyperparameters by name, e.g. `set_hyperparameters(beta_1=0.95)`."""
+        checked = {name: validate_hyperparameter(name, value) for name, value in values.items()}
+        for name, value in checked.items():
+            self._hyperparameter_variables[name].assign(_stored_value(name, value))
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        # Overrides the TensorFlow backend's step: LHOPT needs the global
+        # gradient norm before any tensor is updated. Gradients are summed
+        # over replicas first, so every replica computes the same scalars.
+        variables = [v.value if isinstance(v, keras.Variable) else v for v in trainable_variables]
+        reduced = self._all_reduce_sum_gradients(list(zip(grads, variables)))
+        # Sparse (IndexedSlices) gradients are densified: the moments decay
+        # everywhere, so every row is updated.
+        grads = [tf.convert_to_tensor(g) for g, _ in reduced]
+        step = self._global_step(grads)
+        tf.__internal__.distribute.interim.maybe_merge_call(
+            self._distributed_step, self._distribution_strategy, grads, variables, step
+        )
+
+    def _global_step(self, grads):
+        """Scalars shared by every tensor in this step, as a dict of tensors."""
+        hp = {
+            HYPERPARAMETERS[name][1]: tf.convert_to_tensor(variable)
+            for name, variable in self._hyperparameter_variables.items()
+        }
+        squared = [tf.reduce_sum(tf.square(tf.cast(g, tf.float32))) for g in grads]
+        norm = tf.sqrt(tf.add_n(squared))
+        finite = tf.math.is_finite(norm)
+        old_max = tf.convert_to_tensor(self._gradient_norm_max)
+        norm_max = tf.maximum(norm, old_max * (1.0 - hp["clip_ema"]))
+        clip_ratio = hp["clip_threshold"] * norm_max / (norm + _CLIP_DENOMINATOR_EPS)
+        old_bc1 = tf.convert_to_tensor(self._bias_correction_1)
+        bias_correction_1 = old_bc1 * (1.0 - hp["one_minus_beta_1"]) + hp["one_minus_beta_1"]
+        return {
+            "finite": finite,
+            "clip_scale": tf.minimum(clip_ratio, 1.0),
+            "gradient_norm_max": tf.where(finite, norm_max, old_max),
+            "bias_correction_1": tf.where(finite, bias_correction_1, old_bc1),
+            "did_clip": tf.where(
+                finite, tf.cast(clip_ratio < 1.0, tf.float32), tf.convert_to_tensor(self._did_clip)
+            ),
+            **hp,
+        }
+
+    def _distributed_step(self, distribution, grads, variables, step):
+        def assign(variable, value):
+            return variable.assign(value)
+
+        for name in ("gradient_norm_max", "bias_correction_1", "did_clip"):
+            variable = getattr(self, f"_{name}").value
+            distribution.extended.update(variable, assign, args=(step[name],), group=False)
+        for grad, variable in zip(grads, variables):
+            distribution.extended.update(
+                variable, self._update_tensor, args=(grad, step), group=False
+            )
+
+    def _update_tensor(self, variable, grad, step):
+        index = self._get_variable_index(variable)
+        dtype = variable.dtype
+
+        def cast(x):
+            return tf.cast(x, dtype)
+
+        finite = step["finite"]
+        m_var = self._momentums[index].value
+        v_var = self._velocities[index].value
+        p = tf.convert_to_tensor(variable)
+        beta_1 = 1.0 - cast(step["one_minus_beta_1"])
+        beta_2 = 1.0 - cast(step["one_minus_beta_2"])
+        weight_decay = cast(step["weight_decay"]) if self._use_weight_decay(variable) else 0.0
+
+        g = cast(grad) * cast(step["clip_scale"])
+        m = beta_1 * m_var + (1.0 - beta_1) * g
+        v = tf.maximum(beta_2 * v_var, tf.abs(g))
+        u = m / (v + cast(step["epsilon"])) / cast(step["bias_correction_1"]) + weight_decay * p
+
+        lr = cast(step["learning_rate"])
+        if self._update_norms[index] is not None:
+            lr = lr * self._trust_ratio(index, p, u, step)
+        m_var.assign(tf.where(finite, m, m_var))
+        v_var.assign(tf.where(finite, v, v_var))
+        variable.assign(tf.where(finite, p - lr * u, p))
+
+    def _trust_ratio(self, index, p, u, step):
+        """Updates the tensor's update-norm EMA; returns its LAMB trust ratio."""
+        n_var = self._update_norms[index].value
+        bn_var = self._update_norm_corrections[index].value
+        rate = step["update_norm_ema"]
+        update_norm = tf.norm(tf.cast(u, tf.float32))
+        param_norm = tf.norm(tf.cast(p, tf.float32))
+        n = n_var * (1.0 - rate) + rate * update_norm
+        bn = bn_var * (1.0 - rate) + rate
+        mean_update_norm = n / bn
+        usable = (param_norm >= _TRUST_RATIO_MIN_NORM) & (mean_update_norm >= _TRUST_RATIO_MIN_NORM)
+        ratio = tf.where(
+            usable,
+            tf.maximum(param_norm / tf.maximum(mean_update_norm, _TRUST_RATIO_MIN_NORM), _TRUST_RATIO_FLOOR),
+            1.0,
+        )
+        n_var.assign(tf.where(step["finite"], n, n_var))
+        bn_var.assign(tf.where(step["finite"], bn, bn_var))
+        return tf.cast(ratio, p.dtype)
+
+    def get_config(self):
+        """The constructor arguments; hyperparameters are the initial values.
+
+        The current values live in optimizer variables and are saved with the
+        model's weights.
+        """
+        config = super().get_config()
+        config.update(self.initial_hyperparameters)
+        config.update(
+            policy=self.policy,
+            total_steps=self.total_steps,
+            control_every=self.control_every,
+        )
+        return config
+
+
+LHOPT.__doc__ = LHOPT.__doc__.replace(
+    "{{base_optimizer_keyword_args}}",
+    keras.src.optimizers.optimizer.base_optimizer_keyword_args,
+)
