@@ -2,7 +2,6 @@
 Learning Optimizers" (Almeida et al., 2021), as a Keras 3 optimizer."""
 
 import difflib
-import inspect
 import math
 
 import keras
@@ -41,10 +40,16 @@ _TRUST_RATIO_MIN_NORM = 1e-8
 _TRUST_RATIO_FLOOR = 1e-3
 
 _OWN_ARGUMENTS = tuple(HYPERPARAMETERS) + ("policy", "total_steps", "control_every", "name")
-_BASE_ARGUMENTS = tuple(
-    name
-    for name in inspect.signature(keras.optimizers.Optimizer.__init__).parameters
-    if name not in ("self", "kwargs", "learning_rate", "weight_decay", "name")
+# Keyword arguments every Keras optimizer accepts, passed on to the base class.
+_BASE_ARGUMENTS = (
+    "clipnorm",
+    "clipvalue",
+    "global_clipnorm",
+    "use_ema",
+    "ema_momentum",
+    "ema_overwrite_frequency",
+    "loss_scale_factor",
+    "gradient_accumulation_steps",
 )
 
 

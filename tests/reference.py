@@ -8,12 +8,12 @@ import numpy as np
 
 
 class ReferenceLHOPT:
-    def __init__(self, params, lr=1e-3, beta_1=0.9, beta_2=0.99, eps=1e-6, wd=1e-2,
-                 clip_threshold=0.8, clip_ema=1e-2, un_ema=0.05):
+    def __init__(self, params, **hyperparameters):
         self.params = [np.array(p, dtype=np.float64) for p in params]
-        self.hp = dict(lr=lr, one_minus_beta_1=1 - beta_1, one_minus_beta_2=1 - beta_2,
-                       eps=eps, wd=wd, clip_threshold=clip_threshold, clip_ema=clip_ema,
-                       un_ema=un_ema)
+        self.hp = dict(learning_rate=1e-3, beta_1=0.9, beta_2=0.99, epsilon=1e-6,
+                       weight_decay=1e-2, clip_threshold=0.8, clip_ema=1e-2,
+                       update_norm_ema=0.05)
+        self.hp.update(hyperparameters)
         self.R = 0.0
         self.bc1 = 0.0
         self.did_clip = 0.0
@@ -28,8 +28,7 @@ class ReferenceLHOPT:
         if not np.isfinite(G):
             return  # skipped step: nothing changes
         hp = self.hp
-        beta_1 = 1 - hp["one_minus_beta_1"]
-        beta_2 = 1 - hp["one_minus_beta_2"]
+        beta_1, beta_2 = hp["beta_1"], hp["beta_2"]
         self.R = max(G, self.R * (1 - hp["clip_ema"]))
         c = hp["clip_threshold"] * self.R / (G + 1e-6)
         self.did_clip = 0.0
@@ -40,13 +39,13 @@ class ReferenceLHOPT:
         for i, (p, g) in enumerate(zip(self.params, grads)):
             self.m[i] = beta_1 * self.m[i] + (1 - beta_1) * g
             self.v[i] = np.maximum(beta_2 * self.v[i], np.abs(g))
-            u = self.m[i] / (self.v[i] + hp["eps"]) / self.bc1 + hp["wd"] * p
-            lr_p = hp["lr"]
+            u = self.m[i] / (self.v[i] + hp["epsilon"]) / self.bc1 + hp["weight_decay"] * p
+            lr_p = hp["learning_rate"]
             if p.ndim >= 2:
-                self.n[i] = self.n[i] * (1 - hp["un_ema"]) + hp["un_ema"] * np.linalg.norm(u)
-                self.bn[i] = self.bn[i] * (1 - hp["un_ema"]) + hp["un_ema"]
+                self.n[i] = self.n[i] * (1 - hp["update_norm_ema"]) + hp["update_norm_ema"] * np.linalg.norm(u)
+                self.bn[i] = self.bn[i] * (1 - hp["update_norm_ema"]) + hp["update_norm_ema"]
                 p_norm = np.linalg.norm(p)
                 n_hat = self.n[i] / self.bn[i]
                 if p_norm >= 1e-8 and n_hat >= 1e-8:
-                    lr_p = hp["lr"] * max(p_norm / n_hat, 1e-3)
+                    lr_p = hp["learning_rate"] * max(p_norm / n_hat, 1e-3)
             self.params[i] = p - lr_p * u
