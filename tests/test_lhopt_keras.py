@@ -172,3 +172,31 @@ def test_embedding_sparse_gradients(jit_compile):
     history = model.fit(tokens, labels, batch_size=32, epochs=10, verbose=0).history["loss"]
     assert history[-1] < 0.5 * history[0]
     assert not np.allclose(table, model.layers[0].embeddings.numpy())
+
+
+
+@pytest.mark.parametrize("keras_kwargs", [dict(use_ema=True), dict(global_clipnorm=0.5)])
+def test_keras_optimizer_options_train(keras_kwargs):
+    x, y = _data()
+    model = _model(optimizer=LHOPT(learning_rate=1e-2, **keras_kwargs))
+    history = _fit(model, 6, x, y).history["loss"]
+    assert history[-1] < 0.5 * history[0]
+
+
+def test_gradient_accumulation_applies_the_mean_gradient():
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=(3, 2)).astype(np.float32)
+    accumulated, direct = keras.Variable(start), keras.Variable(start)
+    accumulating_opt, direct_opt = LHOPT(gradient_accumulation_steps=2), LHOPT()
+
+    @tf.function(jit_compile=True)
+    def accumulate(g):
+        accumulating_opt.apply([g], [accumulated])
+
+    for _ in range(3):
+        g1, g2 = (tf.constant(rng.normal(size=(3, 2)).astype(np.float32)) for _ in range(2))
+        accumulate(g1)
+        accumulate(g2)
+        direct_opt.apply([(g1 + g2) / 2], [direct])
+    np.testing.assert_allclose(accumulated.numpy(), direct.numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(direct.numpy(), start)
