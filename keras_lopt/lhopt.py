@@ -63,26 +63,26 @@ def _check_backend():
         )
 
 
+def _did_you_mean(name, known):
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
 def _check_keyword_arguments(kwargs):
+    known = _OWN_ARGUMENTS + _BASE_ARGUMENTS
     for name in kwargs:
-        if name in _BASE_ARGUMENTS:
-            continue
-        known = _OWN_ARGUMENTS + _BASE_ARGUMENTS
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise TypeError(
-            f"LHOPT got an unexpected keyword argument '{name}'.{hint} "
-            f"Valid arguments: {', '.join(known)}."
-        )
+        if name not in _BASE_ARGUMENTS:
+            raise TypeError(
+                f"LHOPT got an unexpected keyword argument '{name}'."
+                f"{_did_you_mean(name, known)} Valid arguments: {', '.join(known)}."
+            )
 
 
 def validate_hyperparameter(name, value):
     """Returns `value` as a float, or raises a one-line `ValueError`."""
     if name not in _RANGES:
-        close = difflib.get_close_matches(name, list(_RANGES), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
         raise ValueError(
-            f"Unknown LHOPT hyperparameter '{name}'.{hint} "
+            f"Unknown LHOPT hyperparameter '{name}'.{_did_you_mean(name, list(_RANGES))} "
             f"Known: {', '.join(_RANGES)}."
         )
     low, high, low_ok, high_ok, fix = _RANGES[name]
@@ -105,6 +105,7 @@ def validate_hyperparameter(name, value):
 
 
 def _stored_value(name, value):
+    """Converts between a hyperparameter and its stored form (either way)."""
     return 1.0 - value if name in _ONE_MINUS else value
 
 
