@@ -5,7 +5,10 @@ import difflib
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
+
+from keras_lopt import actions
 
 # Constructor name -> (reference initial value, name of the variable that
 # stores it). Betas are stored as one-minus-beta because the controller scales
@@ -107,6 +110,22 @@ def validate_hyperparameter(name, value):
 def _stored_value(name, value):
     """Converts between a hyperparameter and its stored form (either way)."""
     return 1.0 - value if name in _ONE_MINUS else value
+
+
+def _check_action(action):
+    values = np.asarray(action)
+    sizes = [len(head.choices) for head in actions.ACTION_HEADS]
+    if values.shape != (len(sizes),) or not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(
+            f"An LHOPT action is {len(sizes)} ints, one per head "
+            f"({', '.join(h.hyperparameter for h in actions.ACTION_HEADS)}); got {action!r}."
+        )
+    for head, size, value in zip(actions.ACTION_HEADS, sizes, values):
+        if not 0 <= value < size:
+            raise ValueError(
+                f"LHOPT action for {head.hyperparameter} must be in [0, {size - 1}] "
+                f"(choices {head.choices}); got {value}."
+            )
 
 
 @keras.saving.register_keras_serializable(package="keras_lopt")
@@ -276,6 +295,21 @@ class LHOPT(keras.optimizers.Optimizer):
         checked = {name: validate_hyperparameter(name, value) for name, value in values.items()}
         for name, value in checked.items():
             self._hyperparameter_variables[name].assign(_stored_value(name, value))
+
+    def apply_action(self, action):
+        """Moves the hyperparameters by one controller action.
+
+        Args:
+            action: ints of shape `[len(keras_lopt.actions.ACTION_HEADS)]`,
+                one choice per head (see `keras_lopt.actions`). Works eagerly
+                and inside a compiled function.
+        """
+        if not tf.is_tensor(action):
+            _check_action(action)
+        stored = {name: tf.convert_to_tensor(v) for name, v in self._hyperparameter_variables.items()}
+        moved = actions.apply_action(stored, tf.cast(action, tf.int32))
+        for name, value in moved.items():
+            self._hyperparameter_variables[name].assign(value)
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         # Overrides the TensorFlow backend's step: LHOPT needs the global

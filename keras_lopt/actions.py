@@ -1,0 +1,72 @@
+"""The controller's action space (DESIGN.md section 2, "Actions").
+
+One categorical head per hyperparameter; every head has a no-op. A "scale"
+head multiplies the hyperparameter's stored value (for betas, 1 - beta) by the
+chosen factor; the "logit_shift" head adds the chosen amount to the logit of
+the clip threshold. Results are clamped to the head's bounds, which apply to
+the stored value.
+"""
+
+import dataclasses
+import math
+
+import tensorflow as tf
+
+ACTION_SPEC_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionHead:
+    hyperparameter: str  # constructor name, e.g. "beta_1"
+    kind: str  # "scale" or "logit_shift"
+    choices: tuple
+    bounds: tuple  # (low, high) on the stored value
+
+    @property
+    def noop(self):
+        """Index of the choice that leaves the hyperparameter unchanged."""
+        return self.choices.index(1.0 if self.kind == "scale" else 0.0)
+
+
+_HALVE_KEEP_DOUBLE = (0.5, 1.0, 2.0)
+
+ACTION_HEADS = (
+    ActionHead("learning_rate", "scale", (0.5, 0.707, 0.9, 1.0, 1.1, 1.414, 2.0), (1e-8, 1.0)),
+    ActionHead("beta_1", "scale", _HALVE_KEEP_DOUBLE, (1e-4, 0.5)),
+    ActionHead("beta_2", "scale", _HALVE_KEEP_DOUBLE, (1e-4, 0.5)),
+    ActionHead("epsilon", "scale", _HALVE_KEEP_DOUBLE, (1e-10, 1.0)),
+    ActionHead("weight_decay", "scale", _HALVE_KEEP_DOUBLE, (0.0, 1.0)),
+    ActionHead("clip_ema", "scale", _HALVE_KEEP_DOUBLE, (1e-4, 1.0)),
+    ActionHead("update_norm_ema", "scale", (1 / 1.5, 1.0, 1.5), (1e-3, 1.0)),
+    ActionHead("clip_threshold", "logit_shift", (-1.0, -0.3, 0.0, 0.3, 1.0),
+               (1 / (1 + math.exp(5.0)), 1 / (1 + math.exp(-5.0)))),
+)
+NOOP_ACTION = tuple(head.noop for head in ACTION_HEADS)
+
+
+def apply_action(stored, action):
+    """Returns the stored hyperparameters moved by `action`.
+
+    Args:
+        stored: dict of constructor name -> float32 scalar tensor holding the
+            stored value (1 - beta for the betas).
+        action: int tensor of shape `[len(ACTION_HEADS)]`, one choice per head.
+
+    Returns:
+        A dict like `stored` with the new values, each within its head's bounds.
+    """
+    action = tf.convert_to_tensor(action)
+    moved = dict(stored)
+    for i, head in enumerate(ACTION_HEADS):
+        amount = tf.gather(tf.constant(head.choices, tf.float32), action[i])
+        value = tf.convert_to_tensor(stored[head.hyperparameter], tf.float32)
+        if head.kind == "scale":
+            value = value * amount
+        else:
+            value = tf.sigmoid(_logit(value) + amount)
+        moved[head.hyperparameter] = tf.clip_by_value(value, *head.bounds)
+    return moved
+
+
+def _logit(p):
+    return tf.math.log(p) - tf.math.log1p(-p)

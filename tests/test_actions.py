@@ -1,0 +1,92 @@
+"""Actions move hyperparameters as DESIGN.md specifies and respect bounds."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_lopt import LHOPT
+from keras_lopt.actions import ACTION_HEADS, NOOP_ACTION
+
+
+def _logit(p):
+    return math.log(p / (1 - p))
+
+
+def _stored(hp, name):
+    return 1 - hp[name] if name in ("beta_1", "beta_2") else hp[name]
+
+
+def test_noop_changes_nothing():
+    opt = LHOPT()
+    before = opt.hyperparameters
+    opt.apply_action(NOOP_ACTION)
+    assert opt.hyperparameters == pytest.approx(before, rel=1e-6)
+
+
+@pytest.mark.parametrize("head_index", range(len(ACTION_HEADS)))
+def test_every_choice_of_every_head(head_index):
+    head = ACTION_HEADS[head_index]
+    for choice, amount in enumerate(head.choices):
+        opt = LHOPT()
+        before = opt.hyperparameters
+        action = list(NOOP_ACTION)
+        action[head_index] = choice
+        opt.apply_action(action)
+        after = opt.hyperparameters
+        name = head.hyperparameter
+        if head.kind == "scale":
+            expected = np.clip(_stored(before, name) * amount, *head.bounds)
+            assert _stored(after, name) == pytest.approx(expected, rel=1e-5)
+        else:
+            assert _logit(after[name]) == pytest.approx(_logit(before[name]) + amount, abs=1e-4)
+        others = {k: v for k, v in after.items() if k != name}
+        assert others == pytest.approx({k: before[k] for k in others}, rel=1e-6)
+
+
+def test_bounds_hold_under_repeated_actions():
+    opt = LHOPT(learning_rate=0.3, beta_1=0.9, clip_threshold=0.8)
+    up = [len(h.choices) - 1 for h in ACTION_HEADS]  # the largest choice of every head
+    down = [0 for _ in ACTION_HEADS]
+    for _ in range(40):
+        opt.apply_action(up)
+    hp = opt.hyperparameters
+    assert hp["learning_rate"] == pytest.approx(1.0)
+    assert hp["beta_1"] == pytest.approx(0.5)  # 1 - beta_1 capped at 0.5
+    assert hp["clip_threshold"] == pytest.approx(1 / (1 + math.exp(-5.0)), rel=1e-5)
+    for _ in range(60):
+        opt.apply_action(down)
+    hp = opt.hyperparameters
+    assert hp["learning_rate"] == pytest.approx(1e-8)
+    assert hp["beta_1"] == pytest.approx(1 - 1e-4)
+    assert hp["clip_threshold"] == pytest.approx(1 / (1 + math.exp(5.0)), rel=1e-4)
+
+
+def test_actions_inside_a_compiled_function():
+    opt = LHOPT(learning_rate=1e-3)
+    double_lr = list(NOOP_ACTION)
+    double_lr[0] = ACTION_HEADS[0].choices.index(2.0)
+
+    @tf.function(jit_compile=True)
+    def act(action):
+        opt.apply_action(action)
+
+    for _ in range(3):
+        act(tf.constant(double_lr))
+    assert opt.hyperparameters["learning_rate"] == pytest.approx(8e-3, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "action, message",
+    [
+        ([0, 0], "An LHOPT action is 8 ints"),
+        ([0.5] * 8, "An LHOPT action is 8 ints"),
+        ([7, 1, 1, 1, 1, 1, 1, 2], "action for learning_rate must be in [0, 6]"),
+        ([3, 1, 1, 1, 1, 1, 1, -1], "action for clip_threshold must be in [0, 4]"),
+    ],
+)
+def test_invalid_actions(action, message):
+    with pytest.raises(ValueError) as info:
+        LHOPT().apply_action(action)
+    assert message in str(info.value)
