@@ -3,6 +3,7 @@ Learning Optimizers" (Almeida et al., 2021), as a Keras 3 optimizer."""
 
 import difflib
 import math
+import numbers
 
 import keras
 import numpy as np
@@ -112,6 +113,10 @@ def _stored_value(name, value):
     return 1.0 - value if name in _ONE_MINUS else value
 
 
+def _is_positive_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
+
+
 def _check_action(action):
     values = np.asarray(action)
     sizes = [len(head.choices) for head in actions.ACTION_HEADS]
@@ -217,15 +222,11 @@ class LHOPT(keras.optimizers.Optimizer):
                 f"LHOPT got policy={policy!r}, but this version has no "
                 f"controller support yet; pass policy=None."
             )
-        if total_steps is not None and not (
-            isinstance(total_steps, int) and not isinstance(total_steps, bool) and total_steps > 0
-        ):
+        if total_steps is not None and not _is_positive_int(total_steps):
             raise ValueError(
                 f"LHOPT total_steps must be a positive int or None; got {total_steps!r}."
             )
-        if not (
-            isinstance(control_every, int) and not isinstance(control_every, bool) and control_every > 0
-        ):
+        if not _is_positive_int(control_every):
             raise ValueError(
                 f"LHOPT control_every must be a positive int like 10; got {control_every!r}."
             )
@@ -236,8 +237,8 @@ class LHOPT(keras.optimizers.Optimizer):
         )
         self.initial_hyperparameters = initial
         self.policy = policy
-        self.total_steps = total_steps
-        self.control_every = control_every
+        self.total_steps = None if total_steps is None else int(total_steps)
+        self.control_every = int(control_every)
 
         # Global state, read and written once per step for all tensors.
         self._hyperparameter_variables = {"learning_rate": self._learning_rate}

@@ -45,6 +45,14 @@ def test_edge_values_are_accepted():
     LHOPT(weight_decay=0.0, clip_ema=1.0, update_norm_ema=1.0, learning_rate=2.0)
 
 
+def test_numpy_integers_are_plain_ints_in_the_config():
+    import numpy as np
+
+    config = LHOPT(total_steps=np.int64(500), control_every=np.int32(5)).get_config()
+    assert type(config["total_steps"]) is int and config["total_steps"] == 500
+    assert type(config["control_every"]) is int and config["control_every"] == 5
+
+
 def test_unknown_keyword_suggests_the_right_one():
     with pytest.raises(TypeError) as info:
         LHOPT(beta1=0.9)
