@@ -10,6 +10,7 @@ the stored value.
 import dataclasses
 import math
 
+import numpy as np
 import tensorflow as tf
 
 ACTION_SPEC_VERSION = 1
@@ -66,6 +67,23 @@ def apply_action(stored, action):
             value = tf.sigmoid(_logit(value) + amount)
         moved[head.hyperparameter] = tf.clip_by_value(value, *head.bounds)
     return moved
+
+
+def check_action(action):
+    """Raises a one-line `ValueError` unless `action` is one valid choice per head."""
+    values = np.asarray(action)
+    sizes = [len(head.choices) for head in ACTION_HEADS]
+    if values.shape != (len(sizes),) or not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(
+            f"An LHOPT action is {len(sizes)} ints, one per head "
+            f"({', '.join(h.hyperparameter for h in ACTION_HEADS)}); got {action!r}."
+        )
+    for head, size, value in zip(ACTION_HEADS, sizes, values):
+        if not 0 <= value < size:
+            raise ValueError(
+                f"LHOPT action for {head.hyperparameter} must be in [0, {size - 1}] "
+                f"(choices {head.choices}); got {value}."
+            )
 
 
 def _logit(p):

@@ -6,7 +6,6 @@ import math
 import numbers
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_lopt import actions
@@ -115,22 +114,6 @@ def _stored_value(name, value):
 
 def _is_positive_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
-
-
-def _check_action(action):
-    values = np.asarray(action)
-    sizes = [len(head.choices) for head in actions.ACTION_HEADS]
-    if values.shape != (len(sizes),) or not np.issubdtype(values.dtype, np.integer):
-        raise ValueError(
-            f"An LHOPT action is {len(sizes)} ints, one per head "
-            f"({', '.join(h.hyperparameter for h in actions.ACTION_HEADS)}); got {action!r}."
-        )
-    for head, size, value in zip(actions.ACTION_HEADS, sizes, values):
-        if not 0 <= value < size:
-            raise ValueError(
-                f"LHOPT action for {head.hyperparameter} must be in [0, {size - 1}] "
-                f"(choices {head.choices}); got {value}."
-            )
 
 
 @keras.saving.register_keras_serializable(package="keras_lopt")
@@ -306,7 +289,7 @@ class LHOPT(keras.optimizers.Optimizer):
                 and inside a compiled function.
         """
         if not tf.is_tensor(action):
-            _check_action(action)
+            actions.check_action(action)
         stored = {name: tf.convert_to_tensor(v) for name, v in self._hyperparameter_variables.items()}
         moved = actions.apply_action(stored, tf.cast(action, tf.int32))
         for name, value in moved.items():
