@@ -64,7 +64,7 @@ def apply_action(stored, action):
         if head.kind == "scale":
             value = value * amount
         else:
-            value = tf.sigmoid(_logit(value) + amount)
+            value = tf.sigmoid(logit(value) + amount)
         moved[head.hyperparameter] = tf.clip_by_value(value, *head.bounds)
     return moved
 
@@ -86,5 +86,11 @@ def check_action(action):
             )
 
 
-def _logit(p):
+def clip_action(action):
+    """Clamps each head's choice into its range (for actions made in-graph)."""
+    sizes = tf.constant([len(head.choices) for head in ACTION_HEADS], tf.int32)
+    return tf.clip_by_value(tf.cast(action, tf.int32), 0, sizes - 1)
+
+
+def logit(p):
     return tf.math.log(p) - tf.math.log1p(-p)

@@ -21,6 +21,8 @@ import math
 
 import tensorflow as tf
 
+from keras_lopt.actions import ACTION_HEADS
+
 HISTORY_HORIZONS = (1.25, 2.5, 5.0, 10.0, 20.0)
 HISTORY_DECAYS = tuple(math.exp(-1.0 / h) for h in HISTORY_HORIZONS)
 
@@ -37,6 +39,9 @@ def empty_history(num_features):
 def history_cdf(x, history):
     """Compares `x` with its history, then adds `x` to the history.
 
+    A feature whose value is not finite gives 0.5 and leaves its history as
+    it was.
+
     Args:
         x: float tensor of shape `[n]`, the current value of each feature.
         history: (weight, mean, var), each of shape `[n, H]`, as returned by
@@ -45,8 +50,17 @@ def history_cdf(x, history):
     Returns:
         `(cdf, new_history)`: `cdf` has shape `[n, H]`, one value per horizon.
     """
-    weight, mean, var = history
     x = tf.cast(x, tf.float32)[:, None]
+    finite = tf.math.is_finite(x)
+    x = tf.where(finite, x, 0.0)
+    cdf, new_history = _history_cdf(x, history)
+    cdf = tf.where(finite, cdf, 0.5)
+    new_history = tuple(tf.where(finite, new, old) for new, old in zip(new_history, history))
+    return cdf, new_history
+
+
+def _history_cdf(x, history):
+    weight, mean, var = history
     delta = x - mean
     scale = tf.sqrt(var + _RELATIVE_TINY * tf.square(mean) + _ABSOLUTE_TINY)
     cdf = 0.5 * (1.0 + tf.math.erf(delta / (scale * math.sqrt(2.0))))
@@ -58,3 +72,180 @@ def history_cdf(x, history):
     new_mean = mean + delta / new_weight
     new_var = decayed / new_weight * (var + tf.square(delta) / new_weight)
     return cdf, (new_weight, new_mean, new_var)
+
+
+# ---------------------------------------------------------------------------
+# The observation: which features the controller sees, in which order.
+# Changing any of this changes what a trained controller expects, so bump
+# FEATURE_SPEC_VERSION with it.
+
+FEATURE_SPEC_VERSION = 1
+
+# Statistics of each tensor, averaged over the tensors (did_clip is global).
+# `m_hat` is the bias-corrected momentum, `g` the clipped gradient, `u` the
+# update direction and `lr_p` the tensor's learning rate after its trust ratio.
+STATISTICS = (
+    "did_clip",
+    "fraction_v_above_epsilon",
+    "mean_log_abs_update",
+    "log_momentum_over_gradient",  # log||m_hat|| - log||g||
+    "log_step_over_parameter",  # log(lr_p ||u||) - log||p||
+    "log_momentum_over_noise",  # log||m_hat|| - log||m_hat - g||
+    "log_parameter_over_update",  # log||p|| - log||u||
+    "cos_gradient_momentum",
+    "cos_gradient_parameter",
+    "cos_gradient_update",
+    # Phi(sqrt(d) cos): the cosine as a z-score against a random direction
+    # in d dimensions.
+    "zcdf_gradient_momentum",
+    "zcdf_gradient_parameter",
+    "zcdf_gradient_update",
+)
+# Between this control step and the previous one: the log ratio of the mean
+# training loss, and (squashed with tanh) of the global step norm
+# sqrt(sum ||lr_p u||^2) and of the global parameter norm.
+RATIOS = ("train_loss_log_ratio", "step_norm_log_ratio", "parameter_norm_log_ratio")
+# log(current / initial) of each stored hyperparameter (1 - beta for the
+# betas); logit(current) - logit(initial) for the clip threshold.
+HYPERPARAMETER_RATIOS = tuple(f"{head.hyperparameter}_log_relative" for head in ACTION_HEADS)
+
+# Features that depend on the task's scale are shown only through their
+# history CDFs: the losses, and log||p|| - log||u|| (which shifts when the
+# parameters are rescaled).
+HIDDEN = ("log_parameter_over_update", "train_loss")
+SHOWN = tuple(name for name in STATISTICS + RATIOS + HYPERPARAMETER_RATIOS if name not in HIDDEN)
+# Every raw feature goes through the history CDFs, in this order.
+TRANSFORMED = SHOWN + HIDDEN
+
+FLAGS = (
+    "progress",  # step / total_steps, 0 while total_steps is unknown
+    "total_steps_known",
+    "train_loss_seen",  # the loss reached the optimizer through scale_loss
+    "train_loss_is_nan",
+    "train_loss_is_inf",
+    "val_loss_seen",
+    "val_loss_is_nan",
+    "val_loss_is_inf",
+)
+
+
+def _horizon_names(name):
+    return [f"{name}_cdf_h{h:g}" for h in HISTORY_HORIZONS]
+
+
+FEATURE_NAMES = (
+    FLAGS
+    + SHOWN
+    + tuple(n for name in TRANSFORMED for n in _horizon_names(name))
+    + tuple(_horizon_names("val_loss"))
+    + tuple(
+        f"previous_{head.hyperparameter}_{choice:g}"
+        for head in ACTION_HEADS
+        for choice in head.choices
+    )
+)
+NUM_FEATURES = len(FEATURE_NAMES)
+
+# Extra inputs for a critic during meta-training; a deployed controller never
+# sees them. Losses are raw (their mean since the previous control step).
+CRITIC_FEATURE_NAMES = (
+    "train_loss",
+    "val_loss",
+    "log_step",
+    "log_total_steps",
+    "log_gradient_norm",
+    "log_parameter_norm",
+    "log_step_norm",
+) + tuple(f"log_{head.hyperparameter}_stored" for head in ACTION_HEADS)
+NUM_CRITIC_FEATURES = len(CRITIC_FEATURE_NAMES)
+
+_LOG_FLOOR = 1e-30
+# Log ratios of norms are clipped: a zero tensor (a bias at initialisation)
+# would otherwise give -69 and swamp the mean over tensors.
+_LOG_RATIO_LIMIT = 20.0
+
+
+def safe_log(x):
+    return tf.math.log(tf.maximum(x, _LOG_FLOOR))
+
+
+def _log_ratio(numerator, denominator):
+    return tf.clip_by_value(
+        safe_log(numerator) - safe_log(denominator), -_LOG_RATIO_LIMIT, _LOG_RATIO_LIMIT
+    )
+
+
+def _normal_cdf(z):
+    return 0.5 * (1.0 + tf.math.erf(z / math.sqrt(2.0)))
+
+
+def tensor_statistics(g, m_hat, v, u, p, epsilon, step_size):
+    """Statistics of one tensor for the controller.
+
+    Args:
+        g: the (clipped) gradient. m_hat: the bias-corrected momentum.
+        v: the second moment. u: the update direction. p: the parameter
+        before the step. epsilon: the current epsilon. step_size: the
+        tensor's learning rate after its trust ratio.
+
+    Returns:
+        `(statistics, parameter_norm, step_norm)`: `statistics` is float32
+        `[len(STATISTICS) - 1]`, ordered as `STATISTICS[1:]`; the norms are
+        ||p|| and ||step_size * u||.
+    """
+    g, m_hat, v, u, p = (tf.cast(tf.reshape(x, [-1]), tf.float32) for x in (g, m_hat, v, u, p))
+    g_norm, m_norm, u_norm, p_norm = (tf.norm(x) for x in (g, m_hat, u, p))
+    sqrt_size = tf.sqrt(tf.cast(tf.size(g), tf.float32))
+
+    def cosine(a, b, a_norm, b_norm):
+        return tf.reduce_sum(a * b) / tf.maximum(a_norm * b_norm, _LOG_FLOOR)
+
+    cosines = [
+        cosine(g, m_hat, g_norm, m_norm),
+        cosine(g, p, g_norm, p_norm),
+        cosine(g, u, g_norm, u_norm),
+    ]
+    values = [
+        tf.reduce_mean(tf.cast(v > epsilon, tf.float32)),
+        tf.clip_by_value(
+            tf.reduce_mean(safe_log(tf.abs(u))), -_LOG_RATIO_LIMIT, _LOG_RATIO_LIMIT
+        ),
+        _log_ratio(m_norm, g_norm),
+        _log_ratio(step_size * u_norm, p_norm),
+        _log_ratio(m_norm, tf.norm(m_hat - g)),
+        _log_ratio(p_norm, u_norm),
+        *cosines,
+        *[_normal_cdf(sqrt_size * c) for c in cosines],
+    ]
+    return tf.stack(values), p_norm, step_size * u_norm
+
+
+def observation(flags, raw, val_loss_cdf, previous_action, history):
+    """Assembles the controller's observation and updates the history.
+
+    Args:
+        flags: float32 `[len(FLAGS)]`.
+        raw: dict name -> float32 scalar, one entry per name in `TRANSFORMED`.
+        val_loss_cdf: float32 `[H]`, the validation loss's history CDFs.
+        previous_action: int `[len(ACTION_HEADS)]`.
+        history: the history state of the `TRANSFORMED` features.
+
+    Returns:
+        `(observation, new_history)`, `observation` of shape `[NUM_FEATURES]`;
+        non-finite raw values are shown as 0.
+    """
+    values = tf.stack([tf.cast(raw[name], tf.float32) for name in TRANSFORMED])
+    cdf, new_history = history_cdf(values, history)
+    shown = values[: len(SHOWN)]
+    one_hot = [
+        tf.one_hot(previous_action[i], len(head.choices), dtype=tf.float32)
+        for i, head in enumerate(ACTION_HEADS)
+    ]
+    parts = [
+        tf.cast(flags, tf.float32),
+        tf.where(tf.math.is_finite(shown), shown, 0.0),
+        tf.reshape(cdf, [-1]),
+        tf.cast(val_loss_cdf, tf.float32),
+        *one_hot,
+    ]
+    return tf.concat(parts, axis=0), new_history

@@ -4,11 +4,16 @@ Learning Optimizers" (Almeida et al., 2021), as a Keras 3 optimizer."""
 import difflib
 import math
 import numbers
+import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from keras_lopt import actions
+from keras_lopt import actions, features
+from keras_lopt.controller import Controller
+
+EXTERNAL = "external"
 
 # Constructor name -> (reference initial value, name of the variable that
 # stores it). Betas are stored as one-minus-beta because the controller scales
@@ -112,6 +117,22 @@ def _stored_value(name, value):
     return 1.0 - value if name in _ONE_MINUS else value
 
 
+def _make_controller(policy):
+    """The in-graph controller for a `policy` argument (None if there is none)."""
+    if policy is None or policy == EXTERNAL:
+        return None
+    if isinstance(policy, Controller):
+        return policy
+    if isinstance(policy, dict):  # from get_config
+        return Controller.from_config(policy)
+    if isinstance(policy, (str, os.PathLike)):
+        return Controller.load(policy)
+    raise ValueError(
+        f"LHOPT policy must be None, \"default\", \"external\", the path of a controller "
+        f"SavedModel or a keras_lopt.controller.Controller; got {policy!r}."
+    )
+
+
 def _is_positive_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
 
@@ -163,7 +184,11 @@ class LHOPT(keras.optimizers.Optimizer):
             to `1e-2`.
         update_norm_ema: Rate of the running mean of each tensor's update
             norm used by the trust ratio, in (0, 1]. Defaults to `0.05`.
-        policy: The controller. `None` (the default for now) switches it off.
+        policy: The controller: the path of a controller SavedModel (see
+            `keras_lopt.save_controller`), `"default"` for the packaged one,
+            `"external"` to compute the features but take actions from
+            `apply_action` (for meta-training), or `None` (the default for
+            now) to switch the controller off and compute no features.
         total_steps: Optional positive int, the planned number of training
             steps; the controller uses it to measure progress.
         control_every: Positive int, the number of steps between two calls
@@ -200,11 +225,7 @@ class LHOPT(keras.optimizers.Optimizer):
             update_norm_ema=update_norm_ema,
         )
         initial = {name: validate_hyperparameter(name, value) for name, value in given.items()}
-        if policy is not None:
-            raise ValueError(
-                f"LHOPT got policy={policy!r}, but this version has no "
-                f"controller support yet; pass policy=None."
-            )
+        controller = _make_controller(policy)
         if total_steps is not None and not _is_positive_int(total_steps):
             raise ValueError(
                 f"LHOPT total_steps must be a positive int or None; got {total_steps!r}."
@@ -219,9 +240,12 @@ class LHOPT(keras.optimizers.Optimizer):
             learning_rate=initial["learning_rate"], weight_decay=None, name=name, **kwargs
         )
         self.initial_hyperparameters = initial
-        self.policy = policy
-        self.total_steps = None if total_steps is None else int(total_steps)
         self.control_every = int(control_every)
+        # `_controller` is the in-graph controller; with policy="external" the
+        # features are computed but actions come from `apply_action`.
+        self._controller = controller
+        self._external_control = policy == EXTERNAL
+        self._total_steps = None if total_steps is None else int(total_steps)
 
         # Global state, read and written once per step for all tensors.
         self._hyperparameter_variables = {"learning_rate": self._learning_rate}
@@ -233,15 +257,123 @@ class LHOPT(keras.optimizers.Optimizer):
         self._gradient_norm_max = self._scalar_variable("gradient_norm_max")
         self._bias_correction_1 = self._scalar_variable("bias_correction_1")
         self._did_clip = self._scalar_variable("did_clip")
+        if self.controller_on:
+            self._create_control_variables()
 
-    def _scalar_variable(self, name, value=0.0):
+    def _scalar_variable(self, name, value=0.0, shape=(), dtype="float32", aggregation="only_first_replica"):
+        def initializer(shape, dtype):
+            return tf.cast(tf.broadcast_to(tf.constant(value), shape), dtype)
+
         return self.add_variable(
-            shape=(),
-            initializer=keras.initializers.Constant(value),
-            dtype="float32",
-            aggregation="only_first_replica",
+            shape=shape,
+            initializer=initializer,
+            dtype=dtype,
+            aggregation=aggregation,
             name=name,
         )
+
+    def _create_control_variables(self):
+        """State of the features and of the controller, kept in variables so
+        that it compiles under XLA and is checkpointed with the optimizer."""
+        history_shape = (len(features.TRANSFORMED), len(features.HISTORY_HORIZONS))
+        state_size = self._controller.state_size if self._controller else 0
+        variable = self._scalar_variable
+        # Everything `_control` rewrites on a control step, by name.
+        self._control_variables = {
+            "update_count": variable("update_count", 0, dtype="int64"),
+            "history_weight": variable("history_weight", 0.0, history_shape),
+            "history_mean": variable("history_mean", 0.0, history_shape),
+            "history_var": variable("history_var", 0.0, history_shape),
+            "observation": variable("observation", 0.0, (features.NUM_FEATURES,)),
+            "critic_observation": variable(
+                "critic_observation", 0.0, (features.NUM_CRITIC_FEATURES,)
+            ),
+            "previous_action": variable(
+                "previous_action", actions.NOOP_ACTION, (len(actions.ACTION_HEADS),), "int32"
+            ),
+            "controller_state": variable("controller_state", 0.0, (state_size,)),
+            "previous_loss": variable("previous_loss", math.nan),
+            "previous_step_norm": variable("previous_step_norm", 0.0),
+            "previous_parameter_norm": variable("previous_parameter_norm", 0.0),
+            # The loss seen by scale_loss since the last control step; summed
+            # over replicas, each of which sees its share of the mean loss.
+            "loss_sum": variable("loss_sum", 0.0, aggregation="sum"),
+            "loss_count": variable("loss_count", 0.0),
+            **self._hyperparameter_variables,
+        }
+        self._total_steps_variable = variable("total_steps", float(self._total_steps or 0))
+        # Validation loss: written eagerly by observe_validation_loss.
+        self._val_loss = variable("val_loss", math.nan)
+        # (seen, is_nan, is_inf, history CDFs...).
+        self._val_loss_features = variable(
+            "val_loss_features", [0.0] * 3 + [0.5] * len(features.HISTORY_HORIZONS)
+        )
+        self._val_history = [
+            variable(f"val_loss_history_{part}", 0.0, (1, len(features.HISTORY_HORIZONS)))
+            for part in ("weight", "mean", "var")
+        ]
+
+    @property
+    def controller_on(self):
+        """Whether features are computed (an in-graph or external controller)."""
+        return self._controller is not None or self._external_control
+
+    @property
+    def policy(self):
+        """The controller: None, "external", or a `keras_lopt.controller.Controller`."""
+        return EXTERNAL if self._external_control else self._controller
+
+    @property
+    def total_steps(self):
+        return self._total_steps
+
+    @total_steps.setter
+    def total_steps(self, value):
+        if value is not None and not _is_positive_int(value):
+            raise ValueError(f"LHOPT total_steps must be a positive int or None; got {value!r}.")
+        self._total_steps = None if value is None else int(value)
+        if self.controller_on:
+            self._total_steps_variable.assign(float(self._total_steps or 0))
+
+    def _require_controller(self, what):
+        if not self.controller_on:
+            raise ValueError(
+                f"LHOPT.{what} needs the controller's features, which are not computed "
+                f'with policy=None. Pass policy="external" (to drive LHOPT from outside) '
+                f"or a controller."
+            )
+
+    @property
+    def observation(self):
+        """The controller's inputs at the last control step, a NumPy vector
+        laid out as `keras_lopt.features.FEATURE_NAMES` (zeros before the
+        first control step)."""
+        self._require_controller("observation")
+        return keras.ops.convert_to_numpy(self._control_variables["observation"])
+
+    @property
+    def critic_observation(self):
+        """Extra inputs for a critic at the last control step, laid out as
+        `keras_lopt.features.CRITIC_FEATURE_NAMES`; never shown to the controller."""
+        self._require_controller("critic_observation")
+        return keras.ops.convert_to_numpy(self._control_variables["critic_observation"])
+
+    def observe_validation_loss(self, value):
+        """Feeds a validation loss (eagerly, for example from a callback).
+
+        The controller sees it from the next control step on, as is-nan and
+        is-inf flags and as history CDFs against the earlier validation
+        losses of this run; never raw.
+        """
+        self._require_controller("observe_validation_loss")
+        value = float(value)
+        history = tuple(tf.convert_to_tensor(v) for v in self._val_history)
+        cdf, history = features.history_cdf(tf.constant([value]), history)
+        for variable, new in zip(self._val_history, history):
+            variable.assign(new)
+        flags = [1.0, float(math.isnan(value)), float(math.isinf(value))]
+        self._val_loss_features.assign(tf.concat([flags, cdf[0]], 0))
+        self._val_loss.assign(value)
 
     def build(self, var_list):
         if self.built:
@@ -290,10 +422,21 @@ class LHOPT(keras.optimizers.Optimizer):
         """
         if not tf.is_tensor(action):
             actions.check_action(action)
+        action = tf.cast(action, tf.int32)
         stored = {name: tf.convert_to_tensor(v) for name, v in self._hyperparameter_variables.items()}
-        moved = actions.apply_action(stored, tf.cast(action, tf.int32))
+        moved = actions.apply_action(stored, action)
         for name, value in moved.items():
             self._hyperparameter_variables[name].assign(value)
+        if self.controller_on:
+            self._control_variables["previous_action"].assign(action)
+
+    def scale_loss(self, loss):
+        # Keras' TensorFlow train_step passes every step's loss through here:
+        # the controller's loss features come from it.
+        if self.controller_on:
+            self._control_variables["loss_sum"].assign_add(tf.cast(loss, tf.float32))
+            self._control_variables["loss_count"].assign_add(1.0)
+        return super().scale_loss(loss)
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         # Overrides the TensorFlow backend's step: LHOPT needs the global
@@ -305,8 +448,9 @@ class LHOPT(keras.optimizers.Optimizer):
         # everywhere, so every row is updated.
         grads = [tf.convert_to_tensor(g) for g, _ in reduced]
         step = self._global_step(grads)
+        control = self._control_step(grads, variables, step) if self.controller_on else {}
         tf.__internal__.distribute.interim.maybe_merge_call(
-            self._distributed_step, self._distribution_strategy, grads, variables, step
+            self._distributed_step, self._distribution_strategy, grads, variables, step, control
         )
 
     def _global_step(self, grads):
@@ -325,6 +469,7 @@ class LHOPT(keras.optimizers.Optimizer):
         bias_correction_1 = old_bc1 * (1.0 - hp["one_minus_beta_1"]) + hp["one_minus_beta_1"]
         return {
             "finite": finite,
+            "gradient_norm": norm,
             "clip_scale": tf.minimum(clip_ratio, 1.0),
             "gradient_norm_max": tf.where(finite, norm_max, old_max),
             "bias_correction_1": tf.where(finite, bias_correction_1, old_bc1),
@@ -334,7 +479,7 @@ class LHOPT(keras.optimizers.Optimizer):
             **hp,
         }
 
-    def _distributed_step(self, distribution, grads, variables, step):
+    def _distributed_step(self, distribution, grads, variables, step, control):
         def assign(variable, value):
             return variable.assign(value)
 
@@ -345,43 +490,58 @@ class LHOPT(keras.optimizers.Optimizer):
             distribution.extended.update(
                 variable, self._update_tensor, args=(grad, step), group=False
             )
+        # After the tensor updates, which used this step's hyperparameters.
+        for name, value in control.items():
+            variable = self._control_variables[name].value
+            distribution.extended.update(variable, assign, args=(value,), group=False)
 
-    def _update_tensor(self, variable, grad, step):
+    def _tensor_update(self, variable, grad, step):
+        """This step's update of one tensor, without side effects.
+
+        Returns a dict with the clipped gradient `g`, the new moments `m` and
+        `v`, the direction `u`, the learning rate `lr` after the trust ratio,
+        and (for tensors with a trust ratio) the new update-norm EMA `n`, `bn`.
+        """
         index = self._get_variable_index(variable)
         dtype = variable.dtype
 
         def cast(x):
             return tf.cast(x, dtype)
 
-        finite = step["finite"]
-        m_var = self._momentums[index].value
-        v_var = self._velocities[index].value
         p = tf.convert_to_tensor(variable)
         beta_1 = 1.0 - cast(step["one_minus_beta_1"])
         beta_2 = 1.0 - cast(step["one_minus_beta_2"])
         weight_decay = cast(step["weight_decay"]) if self._use_weight_decay(variable) else 0.0
 
         g = cast(grad) * cast(step["clip_scale"])
-        m = beta_1 * m_var + (1.0 - beta_1) * g
-        v = tf.maximum(beta_2 * v_var, tf.abs(g))
+        m = beta_1 * self._momentums[index] + (1.0 - beta_1) * g
+        v = tf.maximum(beta_2 * self._velocities[index], tf.abs(g))
         u = m / (v + cast(step["epsilon"])) / cast(step["bias_correction_1"]) + weight_decay * p
-
-        lr = cast(step["learning_rate"])
+        new = {"g": g, "m": m, "v": v, "u": u, "lr": cast(step["learning_rate"])}
         if self._update_norms[index] is not None:
-            lr = lr * self._trust_ratio(index, p, u, step)
-        m_var.assign(tf.where(finite, m, m_var))
-        v_var.assign(tf.where(finite, v, v_var))
-        variable.assign(tf.where(finite, p - lr * u, p))
+            ratio, new["n"], new["bn"] = self._trust_ratio(index, p, u, step)
+            new["lr"] = new["lr"] * tf.cast(ratio, dtype)
+        return new
+
+    def _update_tensor(self, variable, grad, step):
+        index = self._get_variable_index(variable)
+        finite = step["finite"]
+        new = self._tensor_update(variable, grad, step)
+        states = [(self._momentums[index], new["m"]), (self._velocities[index], new["v"])]
+        if "n" in new:
+            states += [(self._update_norms[index], new["n"]), (self._update_norm_corrections[index], new["bn"])]
+        for state, value in states:
+            state.value.assign(tf.where(finite, value, state.value))
+        p = tf.convert_to_tensor(variable)
+        variable.assign(tf.where(finite, p - new["lr"] * new["u"], p))
 
     def _trust_ratio(self, index, p, u, step):
-        """Updates the tensor's update-norm EMA; returns its LAMB trust ratio."""
-        n_var = self._update_norms[index].value
-        bn_var = self._update_norm_corrections[index].value
+        """The tensor's LAMB trust ratio and its new update-norm EMA (n, bn)."""
         rate = step["update_norm_ema"]
         update_norm = tf.norm(tf.cast(u, tf.float32))
         param_norm = tf.norm(tf.cast(p, tf.float32))
-        n = n_var * (1.0 - rate) + rate * update_norm
-        bn = bn_var * (1.0 - rate) + rate
+        n = self._update_norms[index] * (1.0 - rate) + rate * update_norm
+        bn = self._update_norm_corrections[index] * (1.0 - rate) + rate
         mean_update_norm = n / bn
         usable = (param_norm >= _TRUST_RATIO_MIN_NORM) & (mean_update_norm >= _TRUST_RATIO_MIN_NORM)
         ratio = tf.where(
@@ -389,9 +549,128 @@ class LHOPT(keras.optimizers.Optimizer):
             tf.maximum(param_norm / tf.maximum(mean_update_norm, _TRUST_RATIO_MIN_NORM), _TRUST_RATIO_FLOOR),
             1.0,
         )
-        n_var.assign(tf.where(step["finite"], n, n_var))
-        bn_var.assign(tf.where(step["finite"], bn, bn_var))
-        return tf.cast(ratio, p.dtype)
+        return ratio, n, bn
+
+    def _control_step(self, grads, variables, step):
+        """New values of the control variables after this step, by name.
+
+        On every `control_every`-th update the features are computed and the
+        controller acts; on other steps only the update counter moves.
+        """
+        current = {name: tf.convert_to_tensor(v) for name, v in self._control_variables.items()}
+        count = current["update_count"] + 1
+        new = tf.cond(
+            tf.equal(count % self.control_every, 0),
+            lambda: self._control(grads, variables, step, current, count),
+            lambda: dict(current),
+        )
+        new["update_count"] = count
+        return new
+
+    def _control(self, grads, variables, step, current, count):
+        """Features, observation and the controller's action (DESIGN.md section 2)."""
+        finite = step["finite"]
+        statistics, parameter_norms, step_norms = [], [], []
+        for grad, variable in zip(grads, variables):
+            new = self._tensor_update(variable, grad, step)
+            tensor_statistics, parameter_norm, step_norm = features.tensor_statistics(
+                new["g"],
+                new["m"] / tf.cast(step["bias_correction_1"], new["m"].dtype),
+                new["v"],
+                new["u"],
+                variable,
+                step["epsilon"],
+                tf.cast(new["lr"], tf.float32),
+            )
+            statistics.append(tensor_statistics)
+            parameter_norms.append(parameter_norm)
+            step_norms.append(step_norm)
+        statistics = tf.reduce_mean(tf.stack(statistics), axis=0)
+        parameter_norm = tf.norm(tf.stack(parameter_norms))
+        step_norm = tf.norm(tf.stack(step_norms))
+
+        loss_seen = current["loss_count"] > 0.0
+        loss = tf.where(loss_seen, current["loss_sum"] / tf.maximum(current["loss_count"], 1.0), math.nan)
+        previous_loss = current["previous_loss"]
+        comparable = (loss > 0.0) & (previous_loss > 0.0) & tf.math.is_finite(loss * previous_loss)
+
+        def log_ratio(now, before, usable):
+            return tf.where(usable, features.safe_log(now) - features.safe_log(before), 0.0)
+
+        def squashed_ratio(now, before):
+            return tf.tanh(log_ratio(now, before, finite & (before > 0.0)))
+
+        raw = dict(zip(features.STATISTICS, tf.unstack(tf.concat([[step["did_clip"]], statistics], 0))))
+        raw["train_loss_log_ratio"] = log_ratio(loss, previous_loss, comparable)
+        raw["step_norm_log_ratio"] = squashed_ratio(step_norm, current["previous_step_norm"])
+        raw["parameter_norm_log_ratio"] = squashed_ratio(parameter_norm, current["previous_parameter_norm"])
+        raw["train_loss"] = loss
+        stored = {name: current[name] for name in HYPERPARAMETERS}
+        for head in actions.ACTION_HEADS:
+            name = head.hyperparameter
+            initial = _stored_value(name, self.initial_hyperparameters[name])
+            if head.kind == "logit_shift":
+                relative = actions.logit(stored[name]) - actions.logit(tf.constant(initial))
+            else:
+                relative = features.safe_log(stored[name]) - features.safe_log(tf.constant(initial))
+            raw[f"{name}_log_relative"] = relative
+
+        total_steps = tf.convert_to_tensor(self._total_steps_variable)
+        steps = tf.cast(count, tf.float32)
+        flags = tf.stack(
+            [
+                tf.where(total_steps > 0.0, steps / tf.maximum(total_steps, 1.0), 0.0),
+                tf.cast(total_steps > 0.0, tf.float32),
+                tf.cast(loss_seen, tf.float32),
+                tf.cast(loss_seen & tf.math.is_nan(loss), tf.float32),
+                tf.cast(loss_seen & tf.math.is_inf(loss), tf.float32),
+            ]
+        )
+        val_loss_features = tf.convert_to_tensor(self._val_loss_features)
+        history = (current["history_weight"], current["history_mean"], current["history_var"])
+        observation, history = features.observation(
+            tf.concat([flags, val_loss_features[:3]], 0),
+            raw,
+            val_loss_features[3:],
+            current["previous_action"],
+            history,
+        )
+        critic_observation = tf.stack(
+            [
+                loss,
+                tf.convert_to_tensor(self._val_loss),
+                tf.math.log(steps),
+                features.safe_log(total_steps),
+                features.safe_log(step["gradient_norm"]),
+                features.safe_log(parameter_norm),
+                features.safe_log(step_norm),
+            ]
+            + [features.safe_log(stored[head.hyperparameter]) for head in actions.ACTION_HEADS]
+        )
+
+        action, state = current["previous_action"], current["controller_state"]
+        if self._controller is not None:
+            action, state = self._controller.act(observation, state)
+            action = actions.clip_action(action)
+            stored = actions.apply_action(stored, action)
+
+        new = dict(current)
+        new.update(stored)
+        new.update(
+            history_weight=history[0],
+            history_mean=history[1],
+            history_var=history[2],
+            observation=observation,
+            critic_observation=critic_observation,
+            previous_action=action,
+            controller_state=state,
+            previous_loss=tf.where(loss_seen, loss, previous_loss),
+            previous_step_norm=tf.where(finite, step_norm, current["previous_step_norm"]),
+            previous_parameter_norm=tf.where(finite, parameter_norm, current["previous_parameter_norm"]),
+            loss_sum=tf.zeros_like(current["loss_sum"]),
+            loss_count=tf.zeros_like(current["loss_count"]),
+        )
+        return new
 
     def get_config(self):
         """The constructor arguments; hyperparameters are the initial values.
@@ -401,12 +680,23 @@ class LHOPT(keras.optimizers.Optimizer):
         """
         config = super().get_config()
         config.update(self.initial_hyperparameters)
+        policy = self.policy
         config.update(
-            policy=self.policy,
+            policy=policy.get_config() if isinstance(policy, Controller) else policy,
             total_steps=self.total_steps,
             control_every=self.control_every,
         )
         return config
+
+    # `model.save` calls these: the controller is embedded in the .keras file,
+    # so `keras.models.load_model` works after its directory is gone.
+    def save_assets(self, dir_path):
+        if self._controller is not None:
+            self._controller.write(dir_path)
+
+    def load_assets(self, dir_path):
+        if self._controller is not None:
+            self._controller.read(dir_path)
 
 
 LHOPT.__doc__ = LHOPT.__doc__.replace(

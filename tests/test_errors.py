@@ -24,7 +24,9 @@ from keras_lopt import LHOPT
         (dict(total_steps=0), "total_steps must be a positive int or None"),
         (dict(total_steps=10.5), "total_steps must be a positive int or None"),
         (dict(control_every=0), "control_every must be a positive int"),
-        (dict(policy="default"), "pass policy=None"),
+        (dict(policy="default"), "ships none yet"),
+            (dict(policy="/no/such/dir"), "no such directory"),
+            (dict(policy=3), "LHOPT policy must be"),
     ],
 )
 def test_invalid_arguments(kwargs, expected):

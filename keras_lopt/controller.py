@@ -1,0 +1,272 @@
+"""Controller SavedModels: writing, loading and checking them.
+
+A controller is a TensorFlow SavedModel whose root object has a
+`tf.function` named `act`:
+
+    act(observation: float32 [batch, NUM_FEATURES],
+        state: float32 [batch, state_size])
+        -> {"action": int32 [batch, len(ACTION_HEADS)],
+            "state": float32 [batch, state_size]}
+
+`observation` is laid out as `keras_lopt.features.FEATURE_NAMES`; each action
+is one choice index per head of `keras_lopt.actions.ACTION_HEADS`. The
+recurrent state starts at zeros (`state_size` may be 0). Next to
+`saved_model.pb` the directory holds `keras_lopt_controller.json`, the
+metadata record: the feature and action spec versions, the feature names, the
+action heads, the state size, a name, a description, and free-form `extra`
+information (for example how it was trained).
+
+Only TensorFlow is needed to load one: no TF-Agents, no TensorFlow
+Probability.
+"""
+
+import datetime
+import importlib.resources
+import json
+import os
+import pathlib
+import tempfile
+
+import tensorflow as tf
+
+from keras_lopt import actions, features
+
+METADATA_FILE = "keras_lopt_controller.json"
+FORMAT = "keras_lopt.controller"
+FORMAT_VERSION = 1
+
+
+def spec():
+    """The parts of the metadata a controller must share with this optimizer."""
+    return {
+        "feature_spec_version": features.FEATURE_SPEC_VERSION,
+        "feature_names": list(features.FEATURE_NAMES),
+        "action_spec_version": actions.ACTION_SPEC_VERSION,
+        "action_heads": [
+            {"hyperparameter": head.hyperparameter, "kind": head.kind, "choices": list(head.choices)}
+            for head in actions.ACTION_HEADS
+        ],
+    }
+
+
+def save_controller(path, act, *, state_size=0, name=None, description="", extra=None):
+    """Saves a controller as a SavedModel with its metadata record.
+
+    Args:
+        path: directory to write (it must not exist or be empty).
+        act: callable `(observation [B, NUM_FEATURES], state [B, state_size])
+            -> (action [B, len(ACTION_HEADS)], new_state [B, state_size])`,
+            written with TensorFlow ops. If it is a `tf.Module` (or a Keras
+            layer or model), its variables are saved with it.
+        state_size: size of the recurrent state (0 for a stateless controller).
+        name: a short name; defaults to the directory name.
+        description: free text stored in the metadata.
+        extra: a JSON-serialisable dict stored in the metadata under "extra".
+
+    Returns:
+        The metadata dict that was written.
+    """
+    path = pathlib.Path(path)
+    if path.exists() and any(path.iterdir()):
+        raise ValueError(f"Cannot save the controller to {path}: the directory is not empty.")
+    if not (isinstance(state_size, int) and state_size >= 0):
+        raise ValueError(f"state_size must be an int >= 0; got {state_size!r}.")
+    num_heads = len(actions.ACTION_HEADS)
+    module = tf.Module()
+    module.controller = act
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, features.NUM_FEATURES], tf.float32, name="observation"),
+            tf.TensorSpec([None, state_size], tf.float32, name="state"),
+        ]
+    )
+    def act_fn(observation, state):
+        action, new_state = act(observation, state)
+        action = tf.ensure_shape(tf.cast(action, tf.int32), [None, num_heads])
+        new_state = tf.ensure_shape(tf.cast(new_state, tf.float32), [None, state_size])
+        return {"action": action, "state": new_state}
+
+    module.act = act_fn
+    tf.saved_model.save(module, str(path))
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": name or path.name,
+        "description": description,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "state_size": state_size,
+        **spec(),
+        "extra": extra or {},
+    }
+    (path / METADATA_FILE).write_text(json.dumps(metadata, indent=1))
+    return metadata
+
+
+def check_spec(metadata, source):
+    """Raises one `ValueError` listing every way `metadata` differs from this optimizer's spec."""
+    if metadata.get("format") != FORMAT or metadata.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{source} is not a keras_lopt controller of format version {FORMAT_VERSION} "
+            f"(its {METADATA_FILE} says format={metadata.get('format')!r}, "
+            f"format_version={metadata.get('format_version')!r})."
+        )
+    problems = []
+    for key, expected in spec().items():
+        found = metadata.get(key)
+        if found == expected:
+            continue
+        if isinstance(expected, list) and isinstance(found, list):
+            differing = [i for i, (a, b) in enumerate(zip(found, expected)) if a != b]
+            detail = f"{len(found)} entries, expected {len(expected)}"
+            if differing:
+                i = differing[0]
+                detail += f"; first difference at {i}: {found[i]!r} instead of {expected[i]!r}"
+            problems.append(f"{key} ({detail})")
+        else:
+            problems.append(f"{key} {found!r} (expected {expected!r})")
+    if problems:
+        raise ValueError(
+            f"The controller at {source} was made for a different feature/action spec than "
+            f"this keras_lopt {_version()}: {'; '.join(problems)}. Use a controller exported "
+            f"for this version, or install the keras_lopt version it was trained with."
+        )
+
+
+def _version():
+    from keras_lopt import __version__
+
+    return __version__
+
+
+def _read_files(directory):
+    directory = pathlib.Path(directory)
+    return {
+        str(path.relative_to(directory)): path.read_bytes()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+
+
+def _write_files(files, directory):
+    directory = pathlib.Path(directory)
+    for relative, content in files.items():
+        target = directory / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+
+
+def resolve(policy):
+    """The directory of a policy given as "default" or as a path."""
+    if policy == "default":
+        directory = pathlib.Path(str(importlib.resources.files("keras_lopt.saved_policies"))) / "default"
+        if not (directory / METADATA_FILE).is_file():
+            raise ValueError(
+                'policy="default" asks for the packaged default controller, but this '
+                f"installation of keras_lopt {_version()} ships none yet ({directory} is "
+                "missing). Pass the path of a controller SavedModel, or policy=None to "
+                "train with fixed hyperparameters."
+            )
+        return directory
+    directory = pathlib.Path(os.path.expanduser(os.fspath(policy)))
+    if not directory.is_dir():
+        raise ValueError(
+            f"LHOPT policy={os.fspath(policy)!r}: no such directory. Pass the path of a "
+            f'controller SavedModel (see keras_lopt.save_controller), "default", "external" '
+            f"or None."
+        )
+    if not (directory / METADATA_FILE).is_file():
+        raise ValueError(
+            f"{directory} is not a keras_lopt controller: it has no {METADATA_FILE}. "
+            f"Save controllers with keras_lopt.save_controller (or training.export)."
+        )
+    return directory
+
+
+class Controller:
+    """A controller: its metadata and, once loaded, its `act` function.
+
+    The SavedModel's files are kept in memory (controllers are small), so
+    that `model.save` can embed the controller in the `.keras` file even after
+    its original directory is gone. A controller rebuilt from a config (as
+    `keras.models.load_model` does) knows only its metadata until its files
+    arrive from the `.keras` file's assets, or, failing that, are read from
+    its source when first needed.
+    """
+
+    def __init__(self, metadata, source, files=None):
+        check_spec(metadata, source)
+        self.metadata = metadata
+        self.source = source
+        self.state_size = int(metadata["state_size"])
+        self._files = None
+        self._module = None
+        if files is not None:
+            self.set_files(files)
+
+    @classmethod
+    def load(cls, policy):
+        """Loads `policy`: "default" or the path of a controller directory."""
+        directory = resolve(policy)
+        files = _read_files(directory)
+        return cls(json.loads(files[METADATA_FILE]), os.fspath(policy), files)
+
+    def set_files(self, files):
+        """Uses the SavedModel made of `files` (relative path -> bytes)."""
+        metadata = json.loads(files[METADATA_FILE])
+        check_spec(metadata, self.source)
+        if metadata["state_size"] != self.state_size:
+            raise ValueError(
+                f"The controller files for {self.source} have state_size "
+                f"{metadata['state_size']}, but the optimizer was built for {self.state_size}."
+            )
+        with tempfile.TemporaryDirectory() as scratch:
+            _write_files(files, scratch)
+            # Load outside any distribution strategy or graph being built.
+            with tf.init_scope():
+                module = tf.saved_model.load(scratch)
+        if not hasattr(module, "act"):
+            raise ValueError(
+                f"The SavedModel at {self.source} has no `act` function; see keras_lopt.controller."
+            )
+        self.metadata, self._files, self._module = metadata, dict(files), module
+
+    def _ensure_loaded(self):
+        if self._module is None:
+            try:
+                directory = resolve(self.source)
+            except ValueError as error:
+                raise ValueError(
+                    f"The controller {self.name!r} is needed but was not embedded in what was "
+                    f"loaded, and its source is unusable: {error}"
+                ) from None
+            self.set_files(_read_files(directory))
+
+    @property
+    def name(self):
+        return self.metadata.get("name", "")
+
+    def act(self, observation, state):
+        """One step: `(observation [NUM_FEATURES], state [S])` -> `(action, state)`."""
+        self._ensure_loaded()
+        out = self._module.act(observation[None], state[None])
+        return out["action"][0], out["state"][0]
+
+    def write(self, directory):
+        """Writes the SavedModel and its metadata into `directory`."""
+        self._ensure_loaded()
+        _write_files(self._files, directory)
+
+    def read(self, directory):
+        """Uses the controller written into `directory` by `write`."""
+        self.set_files(_read_files(directory))
+
+    def get_config(self):
+        return {"source": self.source, "metadata": self.metadata}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(config["metadata"], config["source"])
+
+    def __repr__(self):
+        return f"<keras_lopt Controller {self.name!r} from {self.source!r}>"
