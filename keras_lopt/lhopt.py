@@ -295,9 +295,8 @@ class LHOPT(keras.optimizers.Optimizer):
             "previous_loss": variable("previous_loss", math.nan),
             "previous_step_norm": variable("previous_step_norm", 0.0),
             "previous_parameter_norm": variable("previous_parameter_norm", 0.0),
-            # The loss seen by scale_loss since the last control step; summed
-            # over replicas, each of which sees its share of the mean loss.
-            "loss_sum": variable("loss_sum", 0.0, aggregation="sum"),
+            # The loss seen by scale_loss since the last control step.
+            "loss_sum": variable("loss_sum", 0.0),
             "loss_count": variable("loss_count", 0.0),
             **self._hyperparameter_variables,
         }
@@ -306,7 +305,9 @@ class LHOPT(keras.optimizers.Optimizer):
         self._val_loss = variable("val_loss", math.nan)
         # (seen, is_nan, is_inf, history CDFs...).
         self._val_loss_features = variable(
-            "val_loss_features", [0.0] * 3 + [0.5] * len(features.HISTORY_HORIZONS)
+            "val_loss_features",
+            [0.0] * 3 + [0.5] * len(features.HISTORY_HORIZONS),
+            (3 + len(features.HISTORY_HORIZONS),),
         )
         self._val_history = [
             variable(f"val_loss_history_{part}", 0.0, (1, len(features.HISTORY_HORIZONS)))
@@ -434,7 +435,12 @@ class LHOPT(keras.optimizers.Optimizer):
         # Keras' TensorFlow train_step passes every step's loss through here:
         # the controller's loss features come from it.
         if self.controller_on:
-            self._control_variables["loss_sum"].assign_add(tf.cast(loss, tf.float32))
+            seen = tf.stop_gradient(tf.cast(loss, tf.float32))
+            replica_context = tf.distribute.get_replica_context()
+            if replica_context is not None:
+                # Each replica sees its share of the mean loss: sum them.
+                seen = replica_context.all_reduce(tf.distribute.ReduceOp.SUM, seen)
+            self._control_variables["loss_sum"].assign_add(seen)
             self._control_variables["loss_count"].assign_add(1.0)
         return super().scale_loss(loss)
 

@@ -100,15 +100,14 @@ def test_changed_hyperparameters_survive_save(tmp_path):
     assert revived.initial_hyperparameters == model.optimizer.initial_hyperparameters
 
 
-def test_mirrored_strategy_matches_single_device():
+def test_mirrored_strategy_matches_single_device(mirrored_strategy):
     # jit_compile=False: XLA cannot compile one step across two logical CPU
     # devices (keras.optimizers.Adam fails there the same way).
     x, y = _data()
     single = _model(jit_compile=False)
     _fit(single, 2, x, y)
 
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    assert strategy.num_replicas_in_sync == 2
+    strategy = mirrored_strategy
     with strategy.scope():
         mirrored = _model(optimizer=LHOPT(learning_rate=1e-2), jit_compile=False)
     _fit(mirrored, 2, x, y)

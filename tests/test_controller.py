@@ -1,0 +1,375 @@
+"""The controller inside LHOPT: features, SavedModel controllers, external
+control, and saving/loading with a controller."""
+
+import json
+import math
+import shutil
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_lopt import LHOPT, actions, features, save_controller
+from keras_lopt.controller import METADATA_FILE
+
+LR_DOUBLE = actions.ACTION_HEADS[0].choices.index(2.0)
+
+
+def _doubling_act(observation, state):
+    """Always doubles the learning rate; the state counts control steps."""
+    action = list(actions.NOOP_ACTION)
+    action[0] = LR_DOUBLE
+    batch = tf.shape(observation)[0]
+    return tf.tile(tf.constant([action], tf.int32), [batch, 1]), state + 1.0
+
+
+@pytest.fixture
+def doubling_controller(tmp_path):
+    path = tmp_path / "doubling"
+    save_controller(path, _doubling_act, state_size=2, description="test: doubles lr")
+    return path
+
+
+def _data(n=128, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 8)).astype(np.float32)
+    y = (x @ rng.normal(size=(8, 1)) + 0.1 * rng.normal(size=(n, 1))).astype(np.float32)
+    return x, y
+
+
+def _model(optimizer, jit_compile=True, seed=0, loss="mse"):
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(16, activation="tanh"), keras.layers.Dense(1)]
+    )
+    model.compile(optimizer=optimizer, loss=loss, jit_compile=jit_compile)
+    return model
+
+
+def _fit(model, epochs, x, y, **kwargs):
+    return model.fit(x, y, batch_size=16, epochs=epochs, shuffle=False, verbose=0, **kwargs)
+
+
+def _feature(observation, name):
+    return observation[features.FEATURE_NAMES.index(name)]
+
+
+def test_feature_names_are_unique_and_sized():
+    assert len(set(features.FEATURE_NAMES)) == features.NUM_FEATURES
+    assert len(set(features.CRITIC_FEATURE_NAMES)) == features.NUM_CRITIC_FEATURES
+    # Raw losses never reach the controller, only their CDFs.
+    assert "train_loss" not in features.FEATURE_NAMES
+    assert "train_loss_cdf_h5" in features.FEATURE_NAMES
+
+
+@pytest.mark.parametrize("jit_compile", [True, False])
+def test_doubling_controller_inside_fit(doubling_controller, jit_compile):
+    x, y = _data()  # 8 steps per epoch
+    opt = LHOPT(learning_rate=1e-5, policy=str(doubling_controller), control_every=3)
+    model = _fit(_model(opt, jit_compile), 3, x, y)
+    control_steps = 24 // 3
+    assert opt.hyperparameters["learning_rate"] == pytest.approx(1e-5 * 2**control_steps, rel=1e-5)
+    others = {k: v for k, v in opt.hyperparameters.items() if k != "learning_rate"}
+    assert others == pytest.approx({k: v for k, v in opt.initial_hyperparameters.items() if k in others})
+    state = keras.ops.convert_to_numpy(opt._control_variables["controller_state"])
+    np.testing.assert_array_equal(state, [control_steps] * 2)
+    previous = [_feature(opt.observation, f"previous_learning_rate_{c:g}") for c in actions.ACTION_HEADS[0].choices]
+    assert previous[LR_DOUBLE] == 1.0 and sum(previous) == 1.0
+    assert _feature(opt.observation, "learning_rate_log_relative") == pytest.approx(
+        math.log(2) * (control_steps - 1), rel=1e-4
+    )
+    assert model is not None
+
+
+def test_learning_rate_stays_within_bounds(doubling_controller):
+    x, y = _data()
+    opt = LHOPT(learning_rate=0.3, policy=str(doubling_controller), control_every=1)
+    _fit(_model(opt), 1, x, y)
+    assert opt.hyperparameters["learning_rate"] == pytest.approx(actions.ACTION_HEADS[0].bounds[1])
+
+
+def test_spec_mismatch_is_one_clear_error(doubling_controller):
+    metadata_path = doubling_controller / METADATA_FILE
+    metadata = json.loads(metadata_path.read_text())
+    metadata["feature_spec_version"] = 0
+    metadata["feature_names"][3] = "something_else"
+    metadata_path.write_text(json.dumps(metadata))
+    with pytest.raises(ValueError, match="different feature/action spec") as info:
+        LHOPT(policy=str(doubling_controller))
+    message = str(info.value)
+    assert "feature_spec_version 0" in message and "'something_else'" in message
+    assert "\n" not in message
+
+
+def test_directory_without_metadata_is_rejected(doubling_controller):
+    (doubling_controller / METADATA_FILE).unlink()
+    with pytest.raises(ValueError, match=f"no {METADATA_FILE}"):
+        LHOPT(policy=str(doubling_controller))
+
+
+def test_controller_needs_no_tfp_or_tf_agents(doubling_controller):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, keras_lopt\n"
+        f"opt = keras_lopt.LHOPT(policy={str(doubling_controller)!r})\n"
+        "assert not any(m.split('.')[0] in ('tensorflow_probability', 'tf_agents') for m in sys.modules)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _all_state(model):
+    opt = model.optimizer
+    return [keras.ops.convert_to_numpy(v) for v in model.weights + opt.variables]
+
+
+@pytest.mark.parametrize("jit_compile", [True, False])
+def test_save_and_load_with_controller(tmp_path, doubling_controller, jit_compile):
+    x, y = _data()
+    straight = _model(LHOPT(learning_rate=1e-4, policy=str(doubling_controller), control_every=5), jit_compile)
+    _fit(straight, 2, x, y)
+    straight.optimizer.observe_validation_loss(0.5)
+    _fit(straight, 2, x, y)
+
+    first = _model(LHOPT(learning_rate=1e-4, policy=str(doubling_controller), control_every=5), jit_compile)
+    _fit(first, 2, x, y)
+    first.optimizer.observe_validation_loss(0.5)
+    straight_opt = straight.optimizer
+    path = tmp_path / "model.keras"
+    first.save(path)
+    shutil.rmtree(doubling_controller)  # the .keras file must carry the controller
+
+    resumed = keras.models.load_model(path)
+    assert resumed.optimizer.policy.name == "doubling"
+    _fit(resumed, 2, x, y)
+    for a, b, v in zip(_all_state(straight), _all_state(resumed), straight.weights + straight_opt.variables):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, err_msg=v.path)
+    assert resumed.optimizer.hyperparameters["learning_rate"] == pytest.approx(1e-4 * 2 ** (32 // 5), rel=1e-5)
+
+
+def test_external_control(tmp_path):
+    x, y = _data()
+    opt = LHOPT(policy="external", control_every=4, total_steps=16)
+    model = _model(opt)
+    np.testing.assert_array_equal(opt.observation, np.zeros(features.NUM_FEATURES))
+    _fit(model, 1, x, y)  # 8 steps: control steps 4 and 8
+    observation = opt.observation
+    assert observation.shape == (features.NUM_FEATURES,)
+    assert _feature(observation, "progress") == pytest.approx(0.5)
+    assert _feature(observation, "total_steps_known") == 1.0
+    assert _feature(observation, "train_loss_seen") == 1.0
+    assert opt.critic_observation.shape == (features.NUM_CRITIC_FEATURES,)
+    critic = dict(zip(features.CRITIC_FEATURE_NAMES, opt.critic_observation))
+    assert critic["log_step"] == pytest.approx(math.log(8))
+    assert critic["train_loss"] > 0
+
+    action = list(actions.NOOP_ACTION)
+    action[1] = 2  # 1 - beta_1 doubled
+    opt.apply_action(np.array(action))
+    assert opt.hyperparameters["beta_1"] == pytest.approx(0.8)
+    _fit(model, 1, x, y)
+    assert _feature(opt.observation, "previous_beta_1_2") == 1.0
+    assert _feature(opt.observation, "beta_1_log_relative") == pytest.approx(math.log(2), rel=1e-5)
+    assert _feature(opt.observation, "progress") == pytest.approx(1.0)
+
+
+def test_controller_off_computes_nothing():
+    opt = LHOPT()
+    with pytest.raises(ValueError, match='policy="external"'):
+        opt.observation
+    with pytest.raises(ValueError, match='policy="external"'):
+        opt.observe_validation_loss(1.0)
+
+
+def _numpy_statistics(g, m_hat, v, u, p, eps, step_size):
+    def norm(a):
+        return np.linalg.norm(a)
+
+    def cos(a, b):
+        return float(np.sum(a * b) / (norm(a) * norm(b)))
+
+    def normal_cdf(z):
+        return 0.5 * (1 + math.erf(z / math.sqrt(2)))
+
+    def log_ratio(a, b):  # clipped to +-20, as a zero norm would give -69
+        return np.clip(math.log(max(a, 1e-30)) - math.log(max(b, 1e-30)), -20, 20)
+
+    d = g.size
+    cosines = [cos(g, m_hat), cos(g, p), cos(g, u)]
+    return np.array(
+        [
+            np.mean(v > eps),
+            np.mean(np.log(np.abs(u))),
+            log_ratio(norm(m_hat), norm(g)),
+            log_ratio(step_size * norm(u), norm(p)),
+            log_ratio(norm(m_hat), norm(m_hat - g)),
+            log_ratio(norm(p), norm(u)),
+            *cosines,
+            *[normal_cdf(math.sqrt(d) * c) for c in cosines],
+        ]
+    )
+
+
+def test_features_on_a_hand_computable_case():
+    """One 3x2 matrix, two eager steps with known gradients and losses."""
+    p0 = np.array([[1.0, -2.0], [0.5, 3.0], [-1.0, 0.25]])
+    g1 = np.array([[0.1, 0.2], [-0.3, 0.05], [0.2, -0.1]])
+    g2 = np.array([[-0.05, 0.3], [0.1, 0.1], [0.4, 0.2]])
+    hp = dict(learning_rate=0.01, beta_1=0.5, beta_2=0.9, epsilon=0.12, weight_decay=0.1,
+              clip_threshold=0.99, clip_ema=1.0)
+    variable = keras.Variable(p0.astype(np.float32))
+    opt = LHOPT(policy="external", control_every=1, total_steps=4, **hp)
+    opt.build([variable])
+
+    # By hand. clip_ema 1 makes the rolling max the current norm, so every
+    # step clips by 0.99 G / (G + 1e-6).
+    b1, b2, eps, wd = 0.5, 0.9, 0.12, 0.1
+    g1_raw, g2_raw = g1, g2
+    g1, g2 = (g * 0.99 * np.linalg.norm(g) / (np.linalg.norm(g) + 1e-6) for g in (g1, g2))
+    m = (1 - b1) * g1
+    v = np.abs(g1)
+    bc1 = 1 - b1
+    u = m / (v + eps) / bc1 + wd * p0
+    step_size = 0.01 * np.linalg.norm(p0) / np.linalg.norm(u)  # n/bn = ||u|| on the first step
+    p1 = p0 - step_size * u
+    expected_1 = _numpy_statistics(g1, m / bc1, v, u, p0, eps, step_size)
+    m = b1 * m + (1 - b1) * g2
+    v = np.maximum(b2 * v, np.abs(g2))
+    bc1 = bc1 * b1 + (1 - b1)
+    u2 = m / (v + eps) / bc1 + wd * p1
+    n = 0.05 * (0.95 * np.linalg.norm(u) + np.linalg.norm(u2)) / (0.05 * 1.95)
+    step_size_2 = 0.01 * np.linalg.norm(p1) / n
+    expected_2 = _numpy_statistics(g2, m / bc1, v, u2, p1, eps, step_size_2)
+
+    observations = []
+    for loss, g in ((4.0, g1_raw), (2.0, g2_raw)):
+        opt.scale_loss(tf.constant(loss))
+        opt.apply_gradients([(tf.constant(g, tf.float32), variable)])
+        observations.append(opt.observation)
+    for observation, expected in zip(observations, (expected_1, expected_2)):
+        got = [_feature(observation, name) for name in features.STATISTICS[1:] if name in features.SHOWN]
+        want = [e for name, e in zip(features.STATISTICS[1:], expected) if name in features.SHOWN]
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-5)
+        assert _feature(observation, "did_clip") == 1.0
+    first, second = observations
+    # log||p|| - log||u|| is shown only through its CDFs: 0.5 without history,
+    # then 1 since it rose against a one-point history.
+    assert expected_2[5] > expected_1[5]
+    assert _feature(first, "log_parameter_over_update_cdf_h5") == 0.5
+    assert _feature(second, "log_parameter_over_update_cdf_h5") == 1.0
+    assert _feature(first, "progress") == 0.25 and _feature(second, "progress") == 0.5
+    assert _feature(first, "train_loss_log_ratio") == 0.0  # no previous loss yet
+    assert _feature(second, "train_loss_log_ratio") == pytest.approx(math.log(0.5))
+    # The loss fell against a one-point history: its CDF is 0 at every horizon.
+    assert [_feature(second, f"train_loss_cdf_h{h:g}") for h in features.HISTORY_HORIZONS] == [0.0] * 5
+    param_ratio = math.tanh(math.log(np.linalg.norm(p1) / np.linalg.norm(p0)))
+    assert _feature(second, "parameter_norm_log_ratio") == pytest.approx(param_ratio, abs=1e-5)
+    step_ratio = math.tanh(math.log(step_size_2 * np.linalg.norm(u2) / (step_size * np.linalg.norm(u))))
+    assert _feature(second, "step_norm_log_ratio") == pytest.approx(step_ratio, abs=1e-5)
+    for name in ("val_loss_seen", "train_loss_is_nan", "train_loss_is_inf"):
+        assert _feature(second, name) == 0.0
+
+
+def test_validation_loss_features():
+    opt = LHOPT(policy="external", control_every=1)
+    variable = keras.Variable(np.ones((2, 2), np.float32))
+    opt.build([variable])
+    for value in (3.0, 2.0, float("nan")):
+        opt.observe_validation_loss(value)
+        opt.apply_gradients([(tf.ones((2, 2)), variable)])
+    observation = opt.observation
+    assert _feature(observation, "val_loss_seen") == 1.0
+    assert _feature(observation, "val_loss_is_nan") == 1.0
+    assert _feature(observation, "val_loss_cdf_h5") == 0.5  # NaN: no comparison
+    opt.observe_validation_loss(1.0)
+    opt.apply_gradients([(tf.ones((2, 2)), variable)])
+    assert _feature(opt.observation, "val_loss_is_nan") == 0.0
+    assert _feature(opt.observation, "val_loss_cdf_h5") < 0.01  # below 3 and 2
+
+
+def _observations(loss_scale=1.0, parameter_scale=1.0, steps_per_epoch=8, epochs=4):
+    """Observations of a bias-free two-layer model whose weights are stored
+    `parameter_scale` times larger than they act, trained on a loss scaled by
+    `loss_scale`."""
+
+    class ScaledDense(keras.layers.Layer):
+        def __init__(self, units, scale, **kwargs):
+            super().__init__(**kwargs)
+            self.units, self.scale = units, scale
+
+        def build(self, shape):
+            init = keras.initializers.GlorotUniform(seed=1)
+            self.kernel = self.add_weight(
+                shape=(shape[-1], self.units),
+                initializer=lambda s, dtype: init(s, dtype) * self.scale,
+            )
+
+        def call(self, x):
+            return x @ (self.kernel / self.scale)
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((8,)), ScaledDense(16, parameter_scale), keras.layers.Activation("tanh"),
+         ScaledDense(1, parameter_scale)]
+    )
+    opt = LHOPT(policy="external", control_every=4, total_steps=64, epsilon=1e-10, weight_decay=0.0)
+    model.compile(opt, loss=lambda y, p: loss_scale * keras.ops.mean(keras.ops.square(y - p)), jit_compile=True)
+    x, y = _data(16 * steps_per_epoch)
+    observations = []
+    for _ in range(epochs):
+        _fit(model, 1, x, y)
+        observations.append(opt.observation)
+    return np.array(observations)
+
+
+@pytest.mark.parametrize("scales", [dict(loss_scale=1000.0), dict(parameter_scale=1000.0)])
+def test_observation_is_scale_invariant(scales):
+    base = _observations()
+    scaled = _observations(**scales)
+    difference = np.abs(base - scaled)
+    worst = np.unravel_index(np.argmax(difference), difference.shape)
+    assert difference.max() < 0.01, (
+        f"{features.FEATURE_NAMES[worst[1]]} at epoch {worst[0]}: {base[worst]} vs {scaled[worst]}"
+    )
+
+
+def test_mirrored_strategy_with_controller(doubling_controller, mirrored_strategy):
+    x, y = _data()
+
+    def optimizer():
+        return LHOPT(learning_rate=1e-4, policy=str(doubling_controller), control_every=3, total_steps=16)
+
+    single = _model(optimizer(), jit_compile=False)
+    _fit(single, 2, x, y)
+    strategy = mirrored_strategy
+    with strategy.scope():
+        mirrored = _model(optimizer(), jit_compile=False)
+    _fit(mirrored, 2, x, y)
+    # Loss features use the mean loss over both replicas, so every feature
+    # matches the single-device run.
+    a, b = single.optimizer.observation, mirrored.optimizer.observation
+    np.testing.assert_allclose(a, b, atol=2e-3)
+    assert _feature(mirrored.optimizer.observation, "train_loss_seen") == 1.0
+    assert mirrored.optimizer.hyperparameters == pytest.approx(single.optimizer.hyperparameters)
+    for variable in mirrored.optimizer.variables:
+        copies = [c.numpy() for c in variable.value.values]
+        np.testing.assert_array_equal(copies[0], copies[1], err_msg=variable.path)
+
+
+def test_mixed_precision_with_controller(doubling_controller):
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    try:
+        x, y = _data()
+        opt = LHOPT(learning_rate=1e-5, policy=str(doubling_controller), control_every=4)
+        model = _model(opt)
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        _fit(model, 2, x, y)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    # The loss scale's first steps overflow; LossScaleOptimizer skips them.
+    updates = int(opt.iterations.numpy())
+    assert 8 <= updates <= 16
+    assert opt.hyperparameters["learning_rate"] == pytest.approx(1e-5 * 2 ** (updates // 4), rel=1e-4)
+    assert np.isfinite(opt.observation).all()
