@@ -1,10 +1,18 @@
 """Step-time and memory overhead of LHOPT against keras.optimizers.Adam.
 
-For each model, two identical copies are compiled with `jit_compile=True`, one
-with Adam and one with LHOPT, and their compiled train functions are timed in
-one process, in interleaved blocks (the order alternates every round), so both
-see the same machine load. The result is the ratio of median step times, and
-the optimizer's state in bytes per trainable parameter.
+For each model, identical copies are compiled with `jit_compile=True`: one
+with Adam, one with LHOPT with its controller off, and one with LHOPT driven
+by a controller every 1, 10 (the default) and 50 steps. Their compiled train
+functions are timed in one process, in interleaved blocks (the order
+alternates every round), so all see the same machine load. The result is the
+ratio of median step times, and the optimizer's state in bytes per trainable
+parameter.
+
+The controller has the size of the meta-trained policy (DESIGN.md: dense 256,
+LSTM 256, dense 256, one head per hyperparameter) with random weights and a
+random but deterministic choice of actions; its cost does not depend on its
+weights. Timed blocks are a multiple of 50 steps so that every block holds
+the same number of control steps.
 
     python benchmarks/overhead.py    # writes benchmarks/results/overhead.json and .md
 """
@@ -15,6 +23,7 @@ import os
 import pathlib
 import platform
 import statistics
+import tempfile
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -25,6 +34,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_lopt  # noqa: E402
+from keras_lopt import actions, features  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "overhead.json"
 
@@ -59,12 +69,55 @@ MODELS = {
 }
 
 
-def _optimizers():
+class PolicySizedController(tf.Module):
+    """Dense 256 -> LSTM 256 -> dense 256 -> one linear head per
+    hyperparameter, greedy; random weights (only the cost matters here)."""
+
+    def __init__(self, width=256, seed=0):
+        super().__init__()
+        rng = np.random.default_rng(seed)
+
+        def weight(*shape):
+            return tf.Variable(rng.normal(scale=shape[0] ** -0.5, size=shape).astype(np.float32))
+
+        self.width = width
+        self.w_in = weight(features.NUM_FEATURES, width)
+        self.w_lstm = weight(2 * width, 4 * width)
+        self.w_out = weight(width, width)
+        self.heads = [weight(width, len(head.choices)) for head in actions.ACTION_HEADS]
+
+    def __call__(self, observation, state):
+        h, c = tf.split(state, 2, axis=1)
+        x = tf.nn.relu(observation @ self.w_in)
+        i, f, g, o = tf.split(tf.concat([x, h], 1) @ self.w_lstm, 4, axis=1)
+        c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+        h = tf.sigmoid(o) * tf.tanh(c)
+        y = tf.nn.relu(h @ self.w_out)
+        action = tf.stack([tf.argmax(y @ w, axis=1, output_type=tf.int32) for w in self.heads], axis=1)
+        return action, tf.concat([h, c], 1)
+
+
+def _save_benchmark_controller(directory):
+    path = pathlib.Path(directory) / "policy_sized"
+    if not path.exists():
+        keras_lopt.save_controller(
+            path, PolicySizedController(), state_size=512,
+            description="random weights, for timing only",
+        )
+    return str(path)
+
+
+def _optimizers(controller_path, control_every):
     """Name -> factory of the optimizers compared; the first is the baseline."""
-    return {
+    optimizers = {
         "adam": lambda: keras.optimizers.Adam(),
         "lhopt": lambda: keras_lopt.LHOPT(),
     }
+    for every in control_every:
+        optimizers[f"lhopt_controller_every_{every}"] = lambda every=every: keras_lopt.LHOPT(
+            policy=controller_path, control_every=every
+        )
+    return optimizers
 
 
 def _train_function(build, input_shape, optimizer, batch_size):
@@ -96,12 +149,12 @@ def _state_bytes_per_parameter(model):
     return state / parameters, parameters
 
 
-def benchmark(model_names, rounds, steps, warmup, batch_size):
+def benchmark(model_names, rounds, steps, warmup, batch_size, optimizers):
     results = []
     for model_name in model_names:
         build, input_shape = MODELS[model_name]
         runs, memory = {}, {}
-        for opt_name, make in _optimizers().items():
+        for opt_name, make in optimizers.items():
             model, run = _train_function(build, input_shape, make(), batch_size)
             run(warmup)
             runs[opt_name] = run
@@ -129,7 +182,7 @@ def benchmark(model_names, rounds, steps, warmup, batch_size):
             }
             results.append(row)
             print(
-                f"{model_name:10s} {parameters:>9,d} params  {name:8s} "
+                f"{model_name:10s} {parameters:>9,d} params  {name:28s} "
                 f"{row['median_step_ms']:8.3f} ms/step  x{row['ratio_to_adam']:.3f}  "
                 f"state {row['state_bytes_per_parameter']:.3f} B/param",
                 flush=True,
@@ -158,13 +211,16 @@ def markdown_table(record):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--steps", type=int, default=30, help="steps per timed block")
-    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=50, help="steps per timed block")
+    parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--control-every", type=int, nargs="+", default=[1, 10, 50])
     parser.add_argument("--output", type=pathlib.Path, default=RESULTS)
     args = parser.parse_args()
-    results = benchmark(args.models, args.rounds, args.steps, args.warmup, args.batch_size)
+    with tempfile.TemporaryDirectory() as scratch:
+        optimizers = _optimizers(_save_benchmark_controller(scratch), args.control_every)
+        results = benchmark(args.models, args.rounds, args.steps, args.warmup, args.batch_size, optimizers)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "benchmark": "overhead",

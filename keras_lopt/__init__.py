@@ -1,7 +1,8 @@
 """keras-lopt: a learned optimizer for Keras (LHOPT, Almeida et al., 2021)."""
 
+from keras_lopt.callbacks import ControllerCallback
 from keras_lopt.controller import Controller, save_controller
 from keras_lopt.lhopt import HYPERPARAMETERS, LHOPT
 
 __version__ = "0.1.0"
-__all__ = ["Controller", "HYPERPARAMETERS", "LHOPT", "save_controller", "__version__"]
+__all__ = ["Controller", "ControllerCallback", "HYPERPARAMETERS", "LHOPT", "save_controller", "__version__"]

@@ -1,0 +1,48 @@
+"""A Keras callback that tells LHOPT's controller what `model.fit` knows."""
+
+import keras
+
+from keras_lopt.lhopt import LHOPT
+
+
+def find_lhopt(model):
+    """The model's LHOPT optimizer, also when wrapped in a LossScaleOptimizer."""
+    optimizer = model.optimizer
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+    if not isinstance(optimizer, LHOPT):
+        raise ValueError(
+            f"keras_lopt.ControllerCallback needs a model compiled with keras_lopt.LHOPT; "
+            f"this one uses {type(optimizer).__name__}."
+        )
+    return optimizer
+
+
+class ControllerCallback(keras.callbacks.Callback):
+    """Feeds LHOPT's controller the run length and the validation loss.
+
+    - At the start of `fit`, if the optimizer has no `total_steps`, sets it to
+      epochs x steps per epoch (from the optimizer's current update count),
+      so the controller sees its progress through training.
+    - After every epoch with validation data, passes `val_loss` to
+      `LHOPT.observe_validation_loss`.
+
+    Example:
+
+    ```python
+    model.compile(optimizer=keras_lopt.LHOPT(policy=...), loss=...)
+    model.fit(x, y, epochs=10, validation_split=0.1,
+              callbacks=[keras_lopt.ControllerCallback()])
+    ```
+    """
+
+    def on_train_begin(self, logs=None):
+        optimizer = find_lhopt(self.model)
+        epochs, steps = self.params.get("epochs"), self.params.get("steps")
+        if optimizer.total_steps is None and epochs and steps:
+            done = int(keras.ops.convert_to_numpy(optimizer.iterations))
+            optimizer.total_steps = done + epochs * steps
+
+    def on_epoch_end(self, epoch, logs=None):
+        optimizer = find_lhopt(self.model)
+        if logs and "val_loss" in logs and optimizer.controller_on:
+            optimizer.observe_validation_loss(logs["val_loss"])
