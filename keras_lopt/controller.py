@@ -28,6 +28,7 @@ import pathlib
 import tempfile
 
 import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from keras_lopt import actions, features
 
@@ -200,7 +201,7 @@ class Controller:
         self.source = source
         self.state_size = int(metadata["state_size"])
         self._files = None
-        self._module = None
+        self._act = None
         if files is not None:
             self.set_files(files)
 
@@ -229,10 +230,19 @@ class Controller:
             raise ValueError(
                 f"The SavedModel at {self.source} has no `act` function; see keras_lopt.controller."
             )
-        self.metadata, self._files, self._module = metadata, dict(files), module
+        concrete = module.act.get_concrete_function(
+            tf.TensorSpec([None, features.NUM_FEATURES], tf.float32),
+            tf.TensorSpec([None, self.state_size], tf.float32),
+        )
+        # A deployed controller never changes: freezing its weights into
+        # constants keeps them out of the compiled train step's inputs, which
+        # XLA would otherwise pass on every step, control step or not.
+        self.metadata, self._files = metadata, dict(files)
+        self._act = convert_variables_to_constants_v2(concrete)
+        self._outputs = concrete.structured_outputs
 
     def _ensure_loaded(self):
-        if self._module is None:
+        if self._act is None:
             try:
                 directory = resolve(self.source)
             except ValueError as error:
@@ -249,7 +259,8 @@ class Controller:
     def act(self, observation, state):
         """One step: `(observation [NUM_FEATURES], state [S])` -> `(action, state)`."""
         self._ensure_loaded()
-        out = self._module.act(observation[None], state[None])
+        flat = self._act(observation[None], state[None])
+        out = tf.nest.pack_sequence_as(self._outputs, flat)
         return out["action"][0], out["state"][0]
 
     def write(self, directory):

@@ -133,6 +133,13 @@ def _make_controller(policy):
     )
 
 
+def _trust_ratio(parameter_norm, mean_update_norm):
+    """LAMB trust ratio max(||p|| / mean ||u||, 1e-3); 1 when either norm is ~0."""
+    usable = (parameter_norm >= _TRUST_RATIO_MIN_NORM) & (mean_update_norm >= _TRUST_RATIO_MIN_NORM)
+    ratio = parameter_norm / tf.maximum(mean_update_norm, _TRUST_RATIO_MIN_NORM)
+    return tf.where(usable, tf.maximum(ratio, _TRUST_RATIO_FLOOR), 1.0)
+
+
 def _is_positive_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
 
@@ -454,10 +461,12 @@ class LHOPT(keras.optimizers.Optimizer):
         # everywhere, so every row is updated.
         grads = [tf.convert_to_tensor(g) for g, _ in reduced]
         step = self._global_step(grads)
-        control = self._control_step(grads, variables, step) if self.controller_on else {}
-        tf.__internal__.distribute.interim.maybe_merge_call(
-            self._distributed_step, self._distribution_strategy, grads, variables, step, control
-        )
+        merge_call = tf.__internal__.distribute.interim.maybe_merge_call
+        merge_call(self._distributed_step, self._distribution_strategy, grads, variables, step)
+        if self.controller_on:
+            # After the update, so that the features see the new state.
+            control = self._control_step(grads, variables, step)
+            merge_call(self._assign_control, self._distribution_strategy, control)
 
     def _global_step(self, grads):
         """Scalars shared by every tensor in this step, as a dict of tensors."""
@@ -485,7 +494,7 @@ class LHOPT(keras.optimizers.Optimizer):
             **hp,
         }
 
-    def _distributed_step(self, distribution, grads, variables, step, control):
+    def _distributed_step(self, distribution, grads, variables, step):
         def assign(variable, value):
             return variable.assign(value)
 
@@ -496,66 +505,73 @@ class LHOPT(keras.optimizers.Optimizer):
             distribution.extended.update(
                 variable, self._update_tensor, args=(grad, step), group=False
             )
-        # After the tensor updates, which used this step's hyperparameters.
+
+    def _assign_control(self, distribution, control):
         for name, value in control.items():
             variable = self._control_variables[name].value
-            distribution.extended.update(variable, assign, args=(value,), group=False)
+            distribution.extended.update(variable, lambda v, x: v.assign(x), args=(value,), group=False)
 
-    def _tensor_update(self, variable, grad, step):
-        """This step's update of one tensor, without side effects.
-
-        Returns a dict with the clipped gradient `g`, the new moments `m` and
-        `v`, the direction `u`, the learning rate `lr` after the trust ratio,
-        and (for tensors with a trust ratio) the new update-norm EMA `n`, `bn`.
-        """
+    def _update_tensor(self, variable, grad, step):
         index = self._get_variable_index(variable)
         dtype = variable.dtype
 
         def cast(x):
             return tf.cast(x, dtype)
 
+        finite = step["finite"]
+        m_var = self._momentums[index].value
+        v_var = self._velocities[index].value
         p = tf.convert_to_tensor(variable)
         beta_1 = 1.0 - cast(step["one_minus_beta_1"])
         beta_2 = 1.0 - cast(step["one_minus_beta_2"])
         weight_decay = cast(step["weight_decay"]) if self._use_weight_decay(variable) else 0.0
 
         g = cast(grad) * cast(step["clip_scale"])
-        m = beta_1 * self._momentums[index] + (1.0 - beta_1) * g
-        v = tf.maximum(beta_2 * self._velocities[index], tf.abs(g))
+        m = beta_1 * m_var + (1.0 - beta_1) * g
+        v = tf.maximum(beta_2 * v_var, tf.abs(g))
         u = m / (v + cast(step["epsilon"])) / cast(step["bias_correction_1"]) + weight_decay * p
-        new = {"g": g, "m": m, "v": v, "u": u, "lr": cast(step["learning_rate"])}
+
+        lr = cast(step["learning_rate"])
         if self._update_norms[index] is not None:
-            ratio, new["n"], new["bn"] = self._trust_ratio(index, p, u, step)
-            new["lr"] = new["lr"] * tf.cast(ratio, dtype)
-        return new
+            lr = lr * self._update_trust_ratio(index, p, u, step)
+        m_var.assign(tf.where(finite, m, m_var))
+        v_var.assign(tf.where(finite, v, v_var))
+        variable.assign(tf.where(finite, p - lr * u, p))
 
-    def _update_tensor(self, variable, grad, step):
-        index = self._get_variable_index(variable)
-        finite = step["finite"]
-        new = self._tensor_update(variable, grad, step)
-        states = [(self._momentums[index], new["m"]), (self._velocities[index], new["v"])]
-        if "n" in new:
-            states += [(self._update_norms[index], new["n"]), (self._update_norm_corrections[index], new["bn"])]
-        for state, value in states:
-            state.value.assign(tf.where(finite, value, state.value))
-        p = tf.convert_to_tensor(variable)
-        variable.assign(tf.where(finite, p - new["lr"] * new["u"], p))
-
-    def _trust_ratio(self, index, p, u, step):
-        """The tensor's LAMB trust ratio and its new update-norm EMA (n, bn)."""
+    def _update_trust_ratio(self, index, p, u, step):
+        """Updates the tensor's update-norm EMA; returns its LAMB trust ratio."""
+        n_var = self._update_norms[index].value
+        bn_var = self._update_norm_corrections[index].value
         rate = step["update_norm_ema"]
-        update_norm = tf.norm(tf.cast(u, tf.float32))
-        param_norm = tf.norm(tf.cast(p, tf.float32))
-        n = self._update_norms[index] * (1.0 - rate) + rate * update_norm
-        bn = self._update_norm_corrections[index] * (1.0 - rate) + rate
-        mean_update_norm = n / bn
-        usable = (param_norm >= _TRUST_RATIO_MIN_NORM) & (mean_update_norm >= _TRUST_RATIO_MIN_NORM)
-        ratio = tf.where(
-            usable,
-            tf.maximum(param_norm / tf.maximum(mean_update_norm, _TRUST_RATIO_MIN_NORM), _TRUST_RATIO_FLOOR),
-            1.0,
-        )
-        return ratio, n, bn
+        n = n_var * (1.0 - rate) + rate * tf.norm(tf.cast(u, tf.float32))
+        bn = bn_var * (1.0 - rate) + rate
+        n_var.assign(tf.where(step["finite"], n, n_var))
+        bn_var.assign(tf.where(step["finite"], bn, bn_var))
+        return tf.cast(_trust_ratio(tf.norm(tf.cast(p, tf.float32)), n / bn), p.dtype)
+
+    def _tensor_statistics(self, variable, grad, step):
+        """The controller's statistics of one tensor, read right after its update.
+
+        They describe the state the next steps start from: the new moments
+        and parameters, this step's (clipped) gradient, and the direction and
+        learning rate the current moments give. Reading the updated variables
+        (rather than recomputing the step) lets XLA run the control branch
+        without copying the optimizer state.
+        """
+        index = self._get_variable_index(variable)
+        p = tf.cast(variable, tf.float32)
+        g = tf.cast(grad, tf.float32) * step["clip_scale"]
+        m_hat = tf.cast(self._momentums[index], tf.float32) / step["bias_correction_1"]
+        v = tf.cast(self._velocities[index], tf.float32)
+        weight_decay = step["weight_decay"] if self._use_weight_decay(variable) else 0.0
+        u = m_hat / (v + step["epsilon"]) + weight_decay * p
+        lr = step["learning_rate"]
+        if self._update_norms[index] is not None:
+            mean_update_norm = self._update_norms[index] / tf.maximum(
+                self._update_norm_corrections[index], _TRUST_RATIO_MIN_NORM
+            )
+            lr = lr * _trust_ratio(tf.norm(p), mean_update_norm)
+        return features.tensor_statistics(g, m_hat, v, u, p, step["epsilon"], lr)
 
     def _control_step(self, grads, variables, step):
         """New values of the control variables after this step, by name.
@@ -578,16 +594,7 @@ class LHOPT(keras.optimizers.Optimizer):
         finite = step["finite"]
         statistics, parameter_norms, step_norms = [], [], []
         for grad, variable in zip(grads, variables):
-            new = self._tensor_update(variable, grad, step)
-            tensor_statistics, parameter_norm, step_norm = features.tensor_statistics(
-                new["g"],
-                new["m"] / tf.cast(step["bias_correction_1"], new["m"].dtype),
-                new["v"],
-                new["u"],
-                variable,
-                step["epsilon"],
-                tf.cast(new["lr"], tf.float32),
-            )
+            tensor_statistics, parameter_norm, step_norm = self._tensor_statistics(variable, grad, step)
             statistics.append(tensor_statistics)
             parameter_norms.append(parameter_norm)
             step_norms.append(step_norm)
