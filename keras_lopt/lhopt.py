@@ -7,7 +7,6 @@ import numbers
 import os
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_lopt import actions, features
@@ -131,6 +130,10 @@ def _make_controller(policy):
         f"LHOPT policy must be None, \"default\", \"external\", the path of a controller "
         f"SavedModel or a keras_lopt.controller.Controller; got {policy!r}."
     )
+
+
+def _assign(variable, value):
+    return variable.assign(value)
 
 
 def _trust_ratio(parameter_norm, mean_update_norm):
@@ -495,12 +498,9 @@ class LHOPT(keras.optimizers.Optimizer):
         }
 
     def _distributed_step(self, distribution, grads, variables, step):
-        def assign(variable, value):
-            return variable.assign(value)
-
         for name in ("gradient_norm_max", "bias_correction_1", "did_clip"):
             variable = getattr(self, f"_{name}").value
-            distribution.extended.update(variable, assign, args=(step[name],), group=False)
+            distribution.extended.update(variable, _assign, args=(step[name],), group=False)
         for grad, variable in zip(grads, variables):
             distribution.extended.update(
                 variable, self._update_tensor, args=(grad, step), group=False
@@ -509,7 +509,7 @@ class LHOPT(keras.optimizers.Optimizer):
     def _assign_control(self, distribution, control):
         for name, value in control.items():
             variable = self._control_variables[name].value
-            distribution.extended.update(variable, lambda v, x: v.assign(x), args=(value,), group=False)
+            distribution.extended.update(variable, _assign, args=(value,), group=False)
 
     def _update_tensor(self, variable, grad, step):
         index = self._get_variable_index(variable)
