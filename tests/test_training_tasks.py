@@ -96,7 +96,7 @@ def test_sampler_is_deterministic_and_varied():
     for spec in specs:
         assert tasks.MIN_CONTROL_STEPS <= spec.control_steps <= tasks.MAX_CONTROL_STEPS
         assert spec.total_steps <= tasks.MAX_STEPS
-        assert spec.dataset not in data.EVALUATION_ONLY
+        assert not data.is_evaluation_only(spec.dataset)
     learning_rates = [s.initial_hyperparameters["learning_rate"] for s in specs]
     assert min(learning_rates) < 1e-4 and max(learning_rates) > 1e-2  # lr x log-uniform[1e-2, 1e2]
 
@@ -117,6 +117,10 @@ def test_evaluation_data_cannot_become_a_training_task():
     spec = dataclasses.replace(tasks.sample_task(0, families=("tabular_mlp",)), dataset=data.EVALUATION_TABLES[0].name)
     with pytest.raises(ValueError, match="held out for evaluation"):
         tasks.build_task(spec)
+    text_spec = tasks.sample_task(0, families=("char_lm",))
+    for name in ("shakespeare:tragedies", "shakespeare:comedies+tragedies"):
+        with pytest.raises(ValueError, match="held out for evaluation"):
+            tasks.build_task(dataclasses.replace(text_spec, dataset=name))
 
 
 def test_sampler_rejects_unknown_family():
@@ -182,6 +186,18 @@ def test_same_task_same_curve():
     first = runner.TaskRun(task, runner.make_optimizer(spec, "adam")).run()[1]
     second = runner.TaskRun(tasks.build_task(spec), runner.make_optimizer(spec, "adam")).run()[1]
     np.testing.assert_allclose(first, second, rtol=1e-5)
+
+
+def test_unrolled_blocks_equal_the_while_loop():
+    spec = dataclasses.replace(tasks.sample_task(5, families=("tabular_mlp",)), model=_SMALL["tabular_mlp"],
+                               control_steps=2, control_every=6)
+    task = tasks.build_task(spec)
+    curves = [runner.TaskRun(task, runner.make_optimizer(spec, "lhopt"), unroll=u).run()[1] for u in (0, 3)]
+    np.testing.assert_allclose(curves[0], curves[1], rtol=1e-5)
+    cnn = dataclasses.replace(tasks.sample_task(5, families=("image_cnn",)), control_every=6)
+    assert runner.TaskRun(tasks.build_task(cnn), runner.make_optimizer(cnn, "adam")).unroll == 3
+    with pytest.raises(ValueError, match="must divide"):
+        runner.TaskRun(task, runner.make_optimizer(spec, "adam"), unroll=4)
 
 
 # --- Power law and reward ---------------------------------------------------------

@@ -134,6 +134,13 @@ EVALUATION_ONLY = frozenset(
 )
 
 
+def is_evaluation_only(name):
+    """True for a dataset held out of meta-training (including any text mixing in held-out plays)."""
+    if name.startswith("shakespeare:"):
+        return EVALUATION_PLAY_GROUP in name.split(":", 1)[1].split("+")
+    return name in EVALUATION_ONLY
+
+
 @dataclasses.dataclass
 class Arrays:
     """A supervised dataset as in-memory arrays, split into train and test."""

@@ -276,6 +276,7 @@ def _classification_loss_fn(name, num_classes):
     import tensorflow as tf
 
     def loss(y, logits):
+        y = tf.cast(y, tf.int32)  # model.fit hands labels over as floats
         if name == "crossentropy":
             return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
         one_hot = tf.one_hot(y, num_classes)
@@ -463,12 +464,12 @@ _BUILDERS = {
 def build_task(spec, evaluation=False):
     """Turns a `TaskSpec` into a `Task` (loads its data).
 
-    Datasets held out for evaluation (`data.EVALUATION_ONLY`) are refused
+    Datasets held out for evaluation (`data.is_evaluation_only`) are refused
     unless `evaluation=True`, so they cannot leak into meta-training.
     """
     if spec.family not in _BUILDERS:
         raise ValueError(f"Unknown task family '{spec.family}'. Known: {', '.join(FAMILIES)}.")
-    if spec.dataset in data.EVALUATION_ONLY and not evaluation:
+    if data.is_evaluation_only(spec.dataset) and not evaluation:
         raise ValueError(
             f"Dataset '{spec.dataset}' is held out for evaluation; pass evaluation=True to build it."
         )
