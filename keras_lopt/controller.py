@@ -140,12 +140,18 @@ def _version():
     return __version__
 
 
+# The parts of a controller directory that make the controller. Anything else
+# beside them (a policy export's TF-Agents PolicySaver copy, notes) is not
+# read, so it is not embedded in every .keras file that uses the controller.
+_CONTROLLER_PARTS = ("saved_model.pb", "fingerprint.pb", "variables", "assets", METADATA_FILE)
+
+
 def _read_files(directory):
     directory = pathlib.Path(directory)
     return {
         str(path.relative_to(directory)): path.read_bytes()
         for path in sorted(directory.rglob("*"))
-        if path.is_file()
+        if path.is_file() and path.relative_to(directory).parts[0] in _CONTROLLER_PARTS
     }
 
 

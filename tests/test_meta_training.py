@@ -1,0 +1,112 @@
+"""Meta-training end to end: environment, PPO training with resume, export, use in model.fit."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# Two tiny tasks, small networks, two iterations: a smoke run, not a result.
+_SMOKE_GIN = [
+    "train_eval.task_seeds=(0, 1)",
+    "train_eval.families=('quadratic', 'tabular_mlp')",
+    "train_eval.min_steps=20",
+    "train_eval.max_steps=60",
+    "train_eval.collect_episodes_per_iteration=2",
+    "train_eval.num_parallel_environments=2",
+    "create_agent.num_epochs=2",
+    "create_networks.input_fc=(32,)",
+    "create_networks.lstm_units=16",
+    "create_networks.output_fc=(32,)",
+]
+
+
+def _run(module, *args):
+    command = [sys.executable, "-m", module, *args]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result.stdout
+
+
+def _gin_args(iterations):
+    params = _SMOKE_GIN + [f"train_eval.num_iterations={iterations}"]
+    return [arg for p in params for arg in ("--gin_param", p)]
+
+
+def test_train_resume_export_and_fit(tmp_path):
+    root = tmp_path / "run"
+    out = _run("training.train", "--root_dir", str(root), *_gin_args(1))
+    assert "iteration 1/1" in out and "mean speedup" in out
+    checkpoint = (root / "train" / "checkpoint").read_text()
+    assert "ckpt-1" in checkpoint
+
+    # Resumed: starts from the checkpoint's iteration, runs only the missing one.
+    out = _run("training.train", "--root_dir", str(root), *_gin_args(2))
+    assert "iteration 2/2" in out and "iteration 1/" not in out
+    assert "ckpt-2" in (root / "train" / "checkpoint").read_text()
+    progress = [json.loads(line) for line in (root / "progress.jsonl").read_text().splitlines()]
+    assert [p["iteration"] for p in progress] == [1, 2]
+    episodes = [json.loads(line) for line in (root / "episodes.jsonl").read_text().splitlines()]
+    assert len(episodes) >= 4 and {e["family"] for e in episodes} <= {"quadratic", "tabular_mlp"}
+    for e in episodes:
+        assert e["return"] == pytest.approx(e["log_speedup"], abs=1e-4)  # gamma = 1 telescoping
+    assert len(list((root / "baselines").glob("*.json"))) <= 2  # each task's baseline ran once
+    assert list((root / "train").glob("events.out.tfevents.*"))
+
+    exported = tmp_path / "policies"
+    gin = [arg for p in _SMOKE_GIN for arg in ("--gin_param", p)]
+    _run("training.export", "--root_dir", str(root), "--name", "smoke", "--output_dir", str(exported), *gin)
+    policy = exported / "smoke"
+    metadata = json.loads((policy / "keras_lopt_controller.json").read_text())
+    assert metadata["extra"]["iterations"] == 2 and metadata["state_size"] == 32
+    assert (policy / "tf_agents_policy" / "saved_model.pb").exists()
+
+    # The exported controller drives model.fit in a plain Keras 3 process, without TF-Agents.
+    script = f"""
+import sys, numpy as np, keras, keras_lopt
+rng = np.random.default_rng(0)
+x = rng.normal(size=(256, 8)).astype("float32"); y = (x[:, 0] > 0).astype("int32")
+model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2)])
+optimizer = keras_lopt.LHOPT(policy={str(policy)!r}, control_every=2)
+model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
+history = model.fit(x, y, epochs=2, batch_size=32, verbose=0)
+assert np.isfinite(history.history["loss"]).all()
+assert optimizer.hyperparameters != optimizer.initial_hyperparameters, "the controller never acted"
+assert "tf_agents" not in sys.modules and "tensorflow_probability" not in sys.modules
+print("fit ok", optimizer.hyperparameters["learning_rate"])
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0 and "fit ok" in result.stdout, result.stderr[-4000:]
+
+
+def test_environment_episode_rewards_telescope(tmp_path):
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from tf_agents.environments import utils
+
+    from keras_lopt import actions
+    from training import environment
+
+    env = environment.LHOPTEnvironment(
+        seed=1, task_seeds=(3,), families=("quadratic",), min_steps=30, max_steps=40,
+        baseline_dir=tmp_path / "baselines", stats_path=tmp_path / "episodes.jsonl",
+    )
+    utils.validate_py_environment(env, episodes=1)
+    time_step = env.reset()
+    assert time_step.observation["observation"].shape == (environment.features.NUM_FEATURES,)
+    total, steps = 0.0, 0
+    while not time_step.is_last():
+        time_step = env.step(tuple(np.int32(a) for a in actions.NOOP_ACTION))
+        total += float(time_step.reward)
+        steps += 1
+    records = [json.loads(line) for line in (tmp_path / "episodes.jsonl").read_text().splitlines()]
+    last = records[-1]
+    assert steps == last["control_steps"] - 1  # the first interval runs in reset
+    assert total == pytest.approx(last["log_speedup"], abs=1e-5)
+    assert last["compile_seconds"] == 0.0  # the second episode on a task reuses its compiled run

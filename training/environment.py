@@ -1,0 +1,223 @@
+"""The meta-training environment: one episode is one training run of a task.
+
+LHOPT runs in external-control mode (DESIGN.md section 3: the environment
+drives the very optimizer users get). An episode:
+
+- `reset()` picks a task, trains its first control interval with the task's
+  initial hyperparameters and returns the first observation;
+- each `step(action)` applies the action to LHOPT's hyperparameters, trains the
+  next `control_every` steps in one compiled chunk, reads the eval loss and
+  returns the reward: the change in the clipped log speedup over the task's
+  Adam baseline (training/reward.py; the first step's reward counts from 0,
+  so an episode's undiscounted return is its final log speedup);
+- the episode ends after the task's last control step.
+
+Observation: {"observation": LHOPT's controller features (what the deployed
+policy sees), "critic": privileged inputs only the value network gets (LHOPT's
+critic observation: raw losses, log norms and hyperparameters; the current log
+speedup; the family)}. Action: one categorical per hyperparameter head
+(keras_lopt.actions.ACTION_HEADS), as a tuple of scalar specs.
+
+Tasks are drawn from a fixed pool of seeds and reused across episodes, as the
+paper reuses its baselines: a task's model and compiled chunk function are
+kept (up to `max_cached_runs`) and reset to their initial values between
+episodes, so XLA compiles each task once per worker, not once per episode.
+"""
+
+import collections
+import json
+import os
+import time
+
+import numpy as np
+
+from keras_lopt import actions, features
+from training import baselines, reward, runner, tasks
+
+# The value network's extra inputs after LHOPT's critic observation.
+CRITIC_EXTRAS = ("log_speedup", "progress", "log_control_every") + tuple(f"family_{f}" for f in tasks.FAMILIES)
+CRITIC_SIZE = len(features.CRITIC_FEATURE_NAMES) + len(CRITIC_EXTRAS)
+
+
+def observation_spec():
+    from tf_agents.specs import array_spec
+
+    return {
+        "observation": array_spec.ArraySpec((features.NUM_FEATURES,), np.float32, name="observation"),
+        "critic": array_spec.ArraySpec((CRITIC_SIZE,), np.float32, name="critic"),
+    }
+
+
+def action_spec():
+    from tf_agents.specs import array_spec
+
+    return tuple(
+        array_spec.BoundedArraySpec((), np.int32, 0, len(head.choices) - 1, name=head.hyperparameter)
+        for head in actions.ACTION_HEADS
+    )
+
+
+class _PreparedRun:
+    """A task's compiled run plus the values to reset it to between episodes."""
+
+    def __init__(self, spec, task):
+        self.spec = spec
+        self.run = runner.TaskRun(task, runner.make_optimizer(spec, "lhopt"))
+        self.variables = list(self.run.model.variables) + list(self.run.optimizer.variables) + [self.run.step]
+        self.initial = [v.numpy() for v in self.variables]
+        self.compiled = False
+
+    def reset(self):
+        for variable, value in zip(self.variables, self.initial):
+            variable.assign(value)
+
+
+def _make_env_base():
+    from tf_agents.environments import py_environment
+
+    return py_environment.PyEnvironment
+
+
+class LHOPTEnvironment(_make_env_base()):
+    """A TF-Agents `PyEnvironment` over sampled tasks (see the module docstring).
+
+    Args:
+        seed: seeds the choice of tasks (give parallel workers different seeds).
+        task_seeds: the pool of task seeds to draw from (`tasks.sample_task`).
+        families: task families to sample from.
+        min_steps, max_steps: step budget range of sampled tasks.
+        baseline_dir: where Adam baselines are cached (see training/baselines.py).
+        stats_path: if given, one JSON line per finished episode is appended
+            here (return, speedup, timings, final hyperparameters).
+        max_cached_runs: compiled task runs kept per worker.
+    """
+
+    def __init__(self, seed=0, task_seeds=range(256), families=tasks.FAMILIES, min_steps=tasks.MIN_STEPS,
+                 max_steps=tasks.MAX_STEPS, baseline_dir=None, stats_path=None, max_cached_runs=8):
+        super().__init__(handle_auto_reset=True)
+        self._rng = np.random.default_rng(seed)
+        self._task_seeds = list(task_seeds)
+        if not self._task_seeds:
+            raise ValueError("task_seeds is empty: give at least one task seed.")
+        self._families = tuple(families)
+        self._step_range = (min_steps, max_steps)
+        self._baselines = baselines.BaselineCache(baseline_dir)
+        self._stats_path = stats_path
+        self._runs = collections.OrderedDict()
+        self._max_cached_runs = max_cached_runs
+        self._observation_spec = observation_spec()
+        self._action_spec = action_spec()
+        self._episode = None
+
+    def observation_spec(self):
+        return self._observation_spec
+
+    def action_spec(self):
+        return self._action_spec
+
+    # --- Episode bookkeeping ------------------------------------------------------
+
+    def _prepared(self, spec):
+        if spec.key in self._runs:
+            self._runs.move_to_end(spec.key)
+            return self._runs[spec.key]
+        task = tasks.build_task(spec)
+        prepared = _PreparedRun(spec, task)
+        self._runs[spec.key] = prepared
+        while len(self._runs) > self._max_cached_runs:
+            self._runs.popitem(last=False)
+        return prepared
+
+    def _train_chunk(self):
+        episode = self._episode
+        start = time.perf_counter()
+        episode["prepared"].run.train_chunk()
+        seconds = time.perf_counter() - start
+        if episode["prepared"].compiled:
+            episode["inner_seconds"] += seconds
+        else:  # the first chunk of a new run compiles it
+            episode["compile_seconds"] += seconds
+            episode["prepared"].compiled = True
+        episode["control_step"] += 1
+        start = time.perf_counter()
+        loss = episode["prepared"].run.eval_loss()
+        episode["eval_seconds"] += time.perf_counter() - start
+        return loss
+
+    def _observation(self, log_speedup):
+        episode = self._episode
+        spec, optimizer = episode["spec"], episode["prepared"].run.optimizer
+        family = [1.0 if spec.family == f else 0.0 for f in tasks.FAMILIES]
+        extras = [log_speedup, episode["control_step"] / spec.control_steps, np.log(spec.control_every) / 5.0]
+        critic = np.concatenate([optimizer.critic_observation, extras, family])
+        clean = lambda x: np.nan_to_num(np.asarray(x, np.float32), nan=0.0, posinf=1e6, neginf=-1e6)
+        return {"observation": clean(optimizer.observation), "critic": clean(critic)}
+
+    def _log_speedup(self, loss):
+        episode = self._episode
+        steps = episode["prepared"].run.steps_done
+        return reward.log_speedup(episode["baseline"].fit, loss, steps)
+
+    # --- PyEnvironment ------------------------------------------------------------
+
+    def _reset(self):
+        from tf_agents.trajectories import time_step as ts
+
+        start = time.perf_counter()
+        seed = int(self._rng.choice(self._task_seeds))
+        spec = tasks.sample_task(seed, families=self._families, min_steps=self._step_range[0],
+                                 max_steps=self._step_range[1])
+        baseline_start = time.perf_counter()
+        baseline = self._baselines.get(spec)
+        baseline_seconds = time.perf_counter() - baseline_start
+        prepared = self._prepared(spec)
+        prepared.reset()
+        self._episode = {
+            "spec": spec, "prepared": prepared, "baseline": baseline, "start": start, "control_step": 0,
+            "inner_seconds": 0.0, "compile_seconds": 0.0, "eval_seconds": 0.0,
+            "baseline_seconds": baseline_seconds, "return": 0.0, "previous": 0.0,
+        }
+        loss = self._train_chunk()
+        return ts.restart(self._observation(self._log_speedup(loss)))
+
+    def _step(self, action):
+        from tf_agents.trajectories import time_step as ts
+
+        episode = self._episode
+        run = episode["prepared"].run
+        run.optimizer.apply_action(np.asarray(action, dtype=np.int32).reshape(-1))
+        loss = self._train_chunk()
+        speedup = self._log_speedup(loss)
+        step_reward = np.float32(speedup - episode["previous"])
+        episode["previous"] = speedup
+        episode["return"] += float(step_reward)
+        observation = self._observation(speedup)
+        if episode["control_step"] >= episode["spec"].control_steps:
+            self._finish(loss, speedup)
+            return ts.termination(observation, step_reward)
+        return ts.transition(observation, step_reward, discount=1.0)
+
+    def _finish(self, loss, speedup):
+        episode = self._episode
+        if not self._stats_path:
+            return
+        record = {
+            "task": episode["spec"].key,
+            "family": episode["spec"].family,
+            "control_steps": episode["spec"].control_steps,
+            "steps": episode["prepared"].run.steps_done,
+            "return": episode["return"],
+            "log_speedup": speedup,
+            "final_eval_loss": loss if np.isfinite(loss) else str(loss),
+            "baseline_final_eval_loss": float(episode["baseline"].losses[-1]),
+            "seconds": time.perf_counter() - episode["start"],
+            "inner_seconds": episode["inner_seconds"],
+            "compile_seconds": episode["compile_seconds"],
+            "eval_seconds": episode["eval_seconds"],
+            "baseline_seconds": episode["baseline_seconds"],
+            "hyperparameters": episode["prepared"].run.optimizer.hyperparameters,
+            "initial_hyperparameters": episode["spec"].initial_hyperparameters,
+            "pid": os.getpid(),
+        }
+        with open(self._stats_path, "a") as f:
+            f.write(json.dumps(record) + "\n")

@@ -1,0 +1,252 @@
+"""Meta-trains the controller with PPO (DESIGN.md section 2).
+
+    python -m training.train --root_dir runs/ppo [--gin_file training/configs/ppo.gin ...] [--gin_param X=Y ...]
+
+Each iteration collects whole episodes from parallel environment processes
+(training/environment.py), trains the PPO agent on them (training/agent.py)
+and writes a checkpoint, so a killed run resumes from its last finished
+iteration when started again with the same --root_dir. TensorBoard summaries
+go to ROOT/train (`tensorboard --logdir ROOT`); every finished episode is also
+a JSON line in ROOT/episodes.jsonl. Export the policy with
+`python -m training.export --root_dir ROOT --name NAME`.
+"""
+
+import argparse
+import functools
+import json
+import os
+import pathlib
+import sys
+import time
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import gin  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from tf_agents.drivers import dynamic_episode_driver  # noqa: E402
+from tf_agents.environments import parallel_py_environment, tf_py_environment  # noqa: E402
+from tf_agents.metrics import tf_metrics  # noqa: E402
+from tf_agents.replay_buffers import tf_uniform_replay_buffer  # noqa: E402
+from tf_agents.specs import tensor_spec  # noqa: E402
+from tf_agents.trajectories import time_step as ts  # noqa: E402
+from tf_agents.utils import common  # noqa: E402
+
+from keras_lopt import features  # noqa: E402
+from training import agent as agent_lib  # noqa: E402
+from training import environment, tasks  # noqa: E402
+
+DEFAULT_GIN_FILE = pathlib.Path(__file__).resolve().parent / "configs" / "ppo.gin"
+EPISODES_FILE = "episodes.jsonl"
+
+
+def time_step_and_action_specs():
+    """The environment's specs as tensor specs, known without starting one."""
+    observation = tensor_spec.from_spec(environment.observation_spec())
+    return ts.time_step_spec(observation), tensor_spec.from_spec(environment.action_spec())
+
+
+def create_agent_for_root(root_dir):
+    """The agent and its checkpointer, restored from ROOT/train if it has a checkpoint."""
+    global_step = tf.compat.v1.train.get_or_create_global_step()
+    time_step_spec, action_spec = time_step_and_action_specs()
+    agent = agent_lib.create_agent(time_step_spec, action_spec, train_step_counter=global_step)
+    iteration = tf.Variable(0, dtype=tf.int64, name="iteration")
+    episodes = tf.Variable(0, dtype=tf.int64, name="episodes")
+    checkpointer = common.Checkpointer(
+        ckpt_dir=os.path.join(root_dir, "train"),
+        max_to_keep=2,
+        agent=agent,
+        global_step=global_step,
+        iteration=iteration,
+        episodes=episodes,
+    )
+    # Optimizer slots are restored once training creates them; exporting never does.
+    checkpointer.initialize_or_restore().expect_partial()
+    return agent, checkpointer, iteration, episodes
+
+
+def _read_new_episodes(path, offset):
+    """Episode records appended to `path` since byte `offset`; returns (records, new offset)."""
+    if not path.exists():
+        return [], offset
+    with open(path) as f:
+        f.seek(offset)
+        text = f.read()
+    complete = text[: text.rfind("\n") + 1]
+    records = [json.loads(line) for line in complete.splitlines() if line.strip()]
+    return records, offset + len(complete.encode())
+
+
+def _format_seconds(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _progress_line(iteration, total, episodes, records, seconds_per_iteration, inner_share):
+    filled = int(20 * iteration / max(total, 1))
+    bar = "#" * filled + "-" * (20 - filled)
+    returns = [r["return"] for r in records]
+    mean_return = float(np.mean(returns)) if returns else float("nan")
+    left = _format_seconds(seconds_per_iteration * (total - iteration))
+    return (
+        f"[{bar}] iteration {iteration}/{total} | episodes {episodes} | mean return {mean_return:+.3f} | "
+        f"mean speedup {np.exp(mean_return):.2f}x | inner steps {100 * inner_share:.0f}% of wall time | "
+        f"{seconds_per_iteration:.1f} s/iteration | time left {left}"
+    )
+
+
+def _write_summaries(records, trajectories, step):
+    """Returns, speedups, timings, and hyperparameter trajectories from this iteration."""
+    if records:
+        returns = np.array([r["return"] for r in records])
+        tf.summary.scalar("episodes/mean_return", returns.mean(), step=step)
+        tf.summary.scalar("episodes/geometric_mean_speedup", np.exp(returns.mean()), step=step)
+        tf.summary.histogram("episodes/log_speedup", returns, step=step)
+        for family in tasks.FAMILIES:
+            mine = [r["return"] for r in records if r["family"] == family]
+            if mine:
+                tf.summary.scalar(f"speedup_by_family/{family}", np.exp(np.mean(mine)), step=step)
+        for name in records[0]["hyperparameters"]:
+            ratios = [np.log(r["hyperparameters"][name] / r["initial_hyperparameters"][name]) for r in records]
+            tf.summary.histogram(f"final_hyperparameters/log_{name}_over_initial", ratios, step=step)
+    # Trajectories: mean log stored hyperparameter per episode progress decile.
+    critic = trajectories.observation["critic"].numpy().reshape(-1, environment.CRITIC_SIZE)
+    progress = critic[:, len(features.CRITIC_FEATURE_NAMES) + environment.CRITIC_EXTRAS.index("progress")]
+    for i, name in enumerate(features.CRITIC_FEATURE_NAMES):
+        if name.startswith("log_") and name.endswith("_stored"):
+            tf.summary.histogram(f"hyperparameter_trajectories/{name}", critic[:, i], step=step)
+            late = critic[progress > 0.9, i]
+            if late.size:
+                tf.summary.scalar(f"hyperparameter_trajectories/{name}_at_end", late.mean(), step=step)
+
+
+@gin.configurable
+def train_eval(
+    root_dir,
+    num_iterations=1000,
+    num_parallel_environments=2,
+    collect_episodes_per_iteration=8,
+    task_seeds=tuple(range(512)),
+    families=tasks.FAMILIES,
+    min_steps=tasks.MIN_STEPS,
+    max_steps=tasks.MAX_STEPS,
+    checkpoint_interval=1,
+    seed=0,
+    baseline_dir=None,
+    log=print,
+):
+    """Runs (or resumes) meta-training in `root_dir`; returns the last progress line."""
+    root = pathlib.Path(root_dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    episodes_path = root / EPISODES_FILE
+    # Each (re)start draws new task orders: the seed mixes in how many starts came before.
+    starts_path = root / "starts.log"
+    start_index = len(starts_path.read_text().splitlines()) if starts_path.exists() else 0
+    with open(starts_path, "a") as f:
+        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid={os.getpid()}\n")
+    baseline_dir = baseline_dir or str(root / "baselines")
+
+    constructors = [
+        functools.partial(
+            environment.LHOPTEnvironment,
+            seed=[seed, start_index, index],
+            task_seeds=tuple(task_seeds),
+            families=tuple(families),
+            min_steps=min_steps,
+            max_steps=max_steps,
+            baseline_dir=baseline_dir,
+            stats_path=str(episodes_path),
+        )
+        for index in range(num_parallel_environments)
+    ]
+    # Environments first: worker processes start before the agent builds any TensorFlow state.
+    if num_parallel_environments > 1:
+        py_env = parallel_py_environment.ParallelPyEnvironment(constructors, start_serially=False)
+    else:
+        py_env = constructors[0]()
+    tf_env = tf_py_environment.TFPyEnvironment(py_env)
+
+    agent, checkpointer, iteration, episode_count = create_agent_for_root(str(root))
+    replay_buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
+        agent.collect_data_spec,
+        batch_size=tf_env.batch_size,
+        max_length=(collect_episodes_per_iteration + 1) * (tasks.MAX_CONTROL_STEPS + 1),
+    )
+    number_of_episodes = tf_metrics.NumberOfEpisodes()
+    driver = dynamic_episode_driver.DynamicEpisodeDriver(
+        tf_env,
+        agent.collect_policy,
+        observers=[replay_buffer.add_batch, number_of_episodes],
+        num_episodes=collect_episodes_per_iteration,
+    )
+    collect = common.function(driver.run, autograph=False)
+    train = common.function(agent.train, autograph=False)
+    writer = tf.summary.create_file_writer(str(root / "train"))
+
+    _, offset = _read_new_episodes(episodes_path, 0)  # episodes of earlier starts are not this run's
+    line = ""
+    try:
+        with writer.as_default():
+            while int(iteration.numpy()) < num_iterations:
+                started = time.perf_counter()
+                collect()
+                trajectories = replay_buffer.gather_all()
+                loss = train(experience=trajectories)
+                replay_buffer.clear()
+                elapsed = time.perf_counter() - started
+
+                records, offset = _read_new_episodes(episodes_path, offset)
+                iteration.assign_add(1)
+                episode_count.assign_add(len(records))
+                step = int(iteration.numpy())
+                inner = sum(r["inner_seconds"] for r in records)
+                inner_share = inner / (elapsed * num_parallel_environments)
+                tf.summary.scalar("losses/total", loss.loss, step=step)
+                for name, value in loss.extra._asdict().items():
+                    if tf.size(value) == 1:
+                        tf.summary.scalar(f"losses/{name}", tf.reshape(value, []), step=step)
+                tf.summary.scalar("time/seconds_per_iteration", elapsed, step=step)
+                tf.summary.scalar("time/inner_step_share", inner_share, step=step)
+                tf.summary.scalar("time/episodes_per_hour", len(records) * 3600 / elapsed, step=step)
+                _write_summaries(records, trajectories, step)
+                if step % checkpoint_interval == 0 or step == num_iterations:
+                    checkpointer.save(global_step=step)
+                line = _progress_line(step, num_iterations, int(episode_count.numpy()), records, elapsed, inner_share)
+                log(line)
+                with open(root / "progress.jsonl", "a") as f:
+                    f.write(json.dumps({
+                        "iteration": step, "episodes": len(records), "seconds": elapsed,
+                        "inner_seconds": inner, "compile_seconds": sum(r["compile_seconds"] for r in records),
+                        "eval_seconds": sum(r["eval_seconds"] for r in records),
+                        "baseline_seconds": sum(r["baseline_seconds"] for r in records),
+                        "mean_return": float(np.mean([r["return"] for r in records])) if records else None,
+                        "num_environments": num_parallel_environments,
+                    }) + "\n")
+    finally:
+        py_env.close()
+    return line
+
+
+def parse_gin(gin_files, gin_params):
+    files = list(gin_files) if gin_files else [str(DEFAULT_GIN_FILE)]
+    gin.parse_config_files_and_bindings(files, gin_params or [], finalize_config=False)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--root_dir", required=True, help="where checkpoints, summaries and episode logs go")
+    parser.add_argument("--gin_file", action="append", default=[],
+                        help=f"gin config file(s) (default {DEFAULT_GIN_FILE.relative_to(DEFAULT_GIN_FILE.parents[2])})")
+    parser.add_argument("--gin_param", action="append", default=[], help="gin binding, e.g. train_eval.num_iterations=10")
+    args = parser.parse_args(argv)
+    from tf_agents.system import system_multiprocessing
+
+    system_multiprocessing.enable_interactive_mode()
+    parse_gin(args.gin_file, args.gin_param)
+    train_eval(args.root_dir, log=lambda line: print(line, flush=True))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
