@@ -13,7 +13,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # Two tiny tasks, small networks, two iterations: a smoke run, not a result.
 _SMOKE_GIN = [
-    "train_eval.task_seeds=(0, 1)",
+    "train_eval.task_pool_size=2",
     "train_eval.families=('quadratic', 'tabular_mlp')",
     "train_eval.min_steps=20",
     "train_eval.max_steps=60",

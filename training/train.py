@@ -128,13 +128,15 @@ def train_eval(
     num_iterations=1000,
     num_parallel_environments=2,
     collect_episodes_per_iteration=8,
-    task_seeds=tuple(range(512)),
+    task_pool_size=64,
+    first_task_seed=0,
     families=tasks.FAMILIES,
     min_steps=tasks.MIN_STEPS,
     max_steps=tasks.MAX_STEPS,
     checkpoint_interval=1,
     seed=0,
     baseline_dir=None,
+    max_cached_runs=64,
     log=print,
 ):
     """Runs (or resumes) meta-training in `root_dir`; returns the last progress line."""
@@ -152,12 +154,13 @@ def train_eval(
         functools.partial(
             environment.LHOPTEnvironment,
             seed=[seed, start_index, index],
-            task_seeds=tuple(task_seeds),
+            task_seeds=tuple(range(first_task_seed, first_task_seed + task_pool_size)),
             families=tuple(families),
             min_steps=min_steps,
             max_steps=max_steps,
             baseline_dir=baseline_dir,
             stats_path=str(episodes_path),
+            max_cached_runs=max_cached_runs,
         )
         for index in range(num_parallel_environments)
     ]
@@ -192,10 +195,12 @@ def train_eval(
             while int(iteration.numpy()) < num_iterations:
                 started = time.perf_counter()
                 collect()
+                collected = time.perf_counter()
                 trajectories = replay_buffer.gather_all()
                 loss = train(experience=trajectories)
                 replay_buffer.clear()
                 elapsed = time.perf_counter() - started
+                train_seconds = time.perf_counter() - collected
 
                 records, offset = _read_new_episodes(episodes_path, offset)
                 iteration.assign_add(1)
@@ -218,6 +223,8 @@ def train_eval(
                 with open(root / "progress.jsonl", "a") as f:
                     f.write(json.dumps({
                         "iteration": step, "episodes": len(records), "seconds": elapsed,
+                        "collect_seconds": elapsed - train_seconds, "agent_train_seconds": train_seconds,
+                        "environment_steps": int(np.prod(trajectories.step_type.shape)),
                         "inner_seconds": inner, "compile_seconds": sum(r["compile_seconds"] for r in records),
                         "eval_seconds": sum(r["eval_seconds"] for r in records),
                         "baseline_seconds": sum(r["baseline_seconds"] for r in records),
