@@ -90,10 +90,16 @@ class LHOPTEnvironment(_make_env_base()):
         stats_path: if given, one JSON line per finished episode is appended
             here (return, speedup, timings, final hyperparameters).
         max_cached_runs: compiled task runs kept per worker.
+        warm_up: build and compile every task of the pool (and its baseline)
+            before the first episode. Parallel workers step in lockstep, so a
+            worker compiling a new task mid-collection stalls the others.
+        worker: (index, count) among parallel workers; in warm-up each one
+            runs the baselines of its share of the pool only.
     """
 
     def __init__(self, seed=0, task_seeds=range(256), families=tasks.FAMILIES, min_steps=tasks.MIN_STEPS,
-                 max_steps=tasks.MAX_STEPS, baseline_dir=None, stats_path=None, max_cached_runs=8):
+                 max_steps=tasks.MAX_STEPS, baseline_dir=None, stats_path=None, max_cached_runs=8, warm_up=False,
+                 worker=(0, 1)):
         super().__init__(handle_auto_reset=True)
         self._rng = np.random.default_rng(seed)
         self._task_seeds = list(task_seeds)
@@ -108,6 +114,28 @@ class LHOPTEnvironment(_make_env_base()):
         self._observation_spec = observation_spec()
         self._action_spec = action_spec()
         self._episode = None
+        self._worker = worker
+        if warm_up:
+            self.warm_up()
+
+    def _spec(self, seed):
+        return tasks.sample_task(seed, families=self._families, min_steps=self._step_range[0],
+                                 max_steps=self._step_range[1])
+
+    def warm_up(self):
+        """Computes missing baselines and compiles every pool task's run; returns the seconds taken."""
+        start = time.perf_counter()
+        pool = self._task_seeds[: self._max_cached_runs]
+        index, count = self._worker
+        for seed in pool[index::count]:
+            self._baselines.get(self._spec(seed))
+        for seed in pool:
+            prepared = self._prepared(self._spec(seed))
+            if not prepared.compiled:
+                prepared.run.train_chunk()
+                prepared.run.eval_loss()
+                prepared.compiled = True
+        return time.perf_counter() - start
 
     def observation_spec(self):
         return self._observation_spec
@@ -164,9 +192,7 @@ class LHOPTEnvironment(_make_env_base()):
         from tf_agents.trajectories import time_step as ts
 
         start = time.perf_counter()
-        seed = int(self._rng.choice(self._task_seeds))
-        spec = tasks.sample_task(seed, families=self._families, min_steps=self._step_range[0],
-                                 max_steps=self._step_range[1])
+        spec = self._spec(int(self._rng.choice(self._task_seeds)))
         baseline_start = time.perf_counter()
         baseline = self._baselines.get(spec)
         baseline_seconds = time.perf_counter() - baseline_start

@@ -136,7 +136,8 @@ def train_eval(
     checkpoint_interval=1,
     seed=0,
     baseline_dir=None,
-    max_cached_runs=64,
+    max_cached_runs=24,
+    warm_up=True,
     log=print,
 ):
     """Runs (or resumes) meta-training in `root_dir`; returns the last progress line."""
@@ -149,27 +150,35 @@ def train_eval(
     with open(starts_path, "a") as f:
         f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid={os.getpid()}\n")
     baseline_dir = baseline_dir or str(root / "baselines")
+    task_seeds = tuple(range(first_task_seed, first_task_seed + task_pool_size))
+    startup = {"start": start_index}
 
     constructors = [
         functools.partial(
             environment.LHOPTEnvironment,
             seed=[seed, start_index, index],
-            task_seeds=tuple(range(first_task_seed, first_task_seed + task_pool_size)),
+            task_seeds=task_seeds,
             families=tuple(families),
             min_steps=min_steps,
             max_steps=max_steps,
             baseline_dir=baseline_dir,
             stats_path=str(episodes_path),
             max_cached_runs=max_cached_runs,
+            warm_up=warm_up,
+            worker=(index, num_parallel_environments),
         )
         for index in range(num_parallel_environments)
     ]
     # Environments first: worker processes start before the agent builds any TensorFlow state.
+    started = time.perf_counter()
     if num_parallel_environments > 1:
         py_env = parallel_py_environment.ParallelPyEnvironment(constructors, start_serially=False)
     else:
         py_env = constructors[0]()
     tf_env = tf_py_environment.TFPyEnvironment(py_env)
+    startup["environment_start_seconds"] = time.perf_counter() - started  # includes compiling the pool
+    with open(root / "startup.jsonl", "a") as f:
+        f.write(json.dumps(startup) + "\n")
 
     agent, checkpointer, iteration, episode_count = create_agent_for_root(str(root))
     replay_buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
