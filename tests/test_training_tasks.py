@@ -38,6 +38,19 @@ def test_sklearn_and_image_data():
     assert images.x_train.shape[1:] == (8, 8, 1) and images.num_classes == 10
 
 
+@pytest.mark.skipif(not data.FASHION_MNIST_DIR.exists(), reason="needs Debian's dataset-fashion-mnist (.ci/run installs it)")
+def test_fashion_mnist_is_loaded_for_evaluation_only():
+    arrays = data.fashion_mnist()
+    assert arrays.x_train.shape == (60000, 28, 28, 1) and arrays.x_test.shape == (10000, 28, 28, 1)
+    assert sorted(np.unique(arrays.y_test)) == list(range(10))
+    assert abs(float(arrays.x_train.mean())) < 1e-3
+    assert data.is_evaluation_only("fashion_mnist")
+    spec = dataclasses.replace(tasks.sample_task(0, families=("image_mlp",)), dataset="fashion_mnist")
+    with pytest.raises(ValueError, match="held out for evaluation"):
+        tasks.build_task(spec)
+    assert tasks.build_task(spec, evaluation=True).eval_x.shape[1:] == (28, 28, 1)
+
+
 def test_shakespeare_holds_out_evaluation_plays():
     training_text = data.shakespeare()
     assert data.EVALUATION_PLAY_GROUP not in training_text.name
