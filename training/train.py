@@ -194,7 +194,9 @@ def train_eval(
         num_episodes=collect_episodes_per_iteration,
     )
     collect = common.function(driver.run, autograph=False)
-    train = common.function(agent.train, autograph=False)
+    # Episodes differ in length, so every iteration's batch has a new time dimension:
+    # reduce_retracing traces once for any length instead of once per length (~50 s each).
+    train = common.function(agent.train, autograph=False, reduce_retracing=True)
     writer = tf.summary.create_file_writer(str(root / "train"))
 
     _, offset = _read_new_episodes(episodes_path, 0)  # episodes of earlier starts are not this run's
