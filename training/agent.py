@@ -15,11 +15,15 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import gin  # noqa: E402
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
 from tf_agents.agents.ppo import ppo_clip_agent  # noqa: E402
 from tf_agents.keras_layers import dynamic_unroll_layer  # noqa: E402
-from tf_agents.networks import actor_distribution_rnn_network, value_rnn_network  # noqa: E402
+from tf_agents.networks import actor_distribution_rnn_network, categorical_projection_network  # noqa: E402
+from tf_agents.networks import value_rnn_network  # noqa: E402
+
+from keras_lopt import actions  # noqa: E402
 
 
 @tf_keras.utils.register_keras_serializable(package="keras_lopt")
@@ -75,6 +79,28 @@ class DropFeatures(tf_keras.layers.Layer):
         return inputs[..., :0]
 
 
+@gin.configurable
+def noop_biased_projection(action_spec, noop_logit=3.0):
+    """A categorical head whose initial logits favour its no-op choice.
+
+    With uniform initial logits every head moves its hyperparameter at almost
+    every control step, and the random walk ruins most early episodes; with
+    the no-op favoured (3.0: 77% for the 7-way learning-rate head, 91% for the
+    3-way heads) an untrained policy mostly keeps the initial settings.
+    """
+    network = categorical_projection_network.CategoricalProjectionNetwork(action_spec)
+    head = next(h for h in actions.ACTION_HEADS if h.hyperparameter == action_spec.name)
+    bias = np.zeros(len(head.choices), np.float32)
+    bias[head.noop] = noop_logit
+    network._projection_layer = tf_keras.layers.Dense(  # replaces the zero-bias layer before it is built
+        len(head.choices),
+        kernel_initializer=tf_keras.initializers.VarianceScaling(scale=0.1),
+        bias_initializer=tf_keras.initializers.Constant(bias),
+        name="logits",
+    )
+    return network
+
+
 def _actor_preprocessing():
     return {"observation": tf_keras.layers.Flatten(), "critic": DropFeatures()}
 
@@ -91,6 +117,7 @@ def create_networks(observation_spec, action_spec, input_fc=(256,), lstm_units=2
         output_fc_layer_params=tuple(output_fc),
         rnn_construction_fn=layer_norm_lstm,
         rnn_construction_kwargs={"units": lstm_units},
+        discrete_projection_net=noop_biased_projection,
     )
     value = value_rnn_network.ValueRnnNetwork(
         observation_spec,
