@@ -66,6 +66,11 @@ def test_train_resume_export_and_fit(tmp_path):
     metadata = json.loads((policy / "keras_lopt_controller.json").read_text())
     assert metadata["extra"]["iterations"] == 2 and metadata["state_size"] == 32
     assert (policy / "tf_agents_policy" / "saved_model.pb").exists()
+    # The PolicySaver copy beside the controller is not part of it (nor of .keras files that embed it).
+    import keras_lopt
+
+    files = keras_lopt.Controller.load(str(policy))._files
+    assert "saved_model.pb" in files and not any(name.startswith("tf_agents_policy") for name in files)
 
     # The exported controller drives model.fit in a plain Keras 3 process, without TF-Agents.
     script = f"""
