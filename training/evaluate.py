@@ -207,6 +207,12 @@ def main(argv=None):
     parser.add_argument("--scale", type=float, default=1.0, help="shrink every budget (smoke runs only)")
     parser.add_argument("--update_readme", action="store_true", help="write the table into README.md")
     args = parser.parse_args(argv)
+    from keras_lopt import controller
+
+    try:
+        controller.resolve(args.policy)  # fail now, not after the Adam runs
+    except ValueError as error:
+        parser.error(str(error))
 
     output = pathlib.Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
