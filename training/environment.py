@@ -29,11 +29,17 @@ import json
 import os
 import time
 
-import numpy as np
-import tensorflow as tf
+# TF-Agents is written for Keras 2 (tf_keras); the tasks use Keras 3 through `import keras`.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from keras_lopt import actions, features
-from training import baselines, reward, runner, tasks
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from tf_agents.environments import py_environment  # noqa: E402
+from tf_agents.specs import array_spec  # noqa: E402
+from tf_agents.trajectories import time_step as ts  # noqa: E402
+
+from keras_lopt import actions, features  # noqa: E402
+from training import baselines, reward, runner, tasks  # noqa: E402
 
 # The value network's extra inputs after LHOPT's critic observation.
 CRITIC_EXTRAS = ("log_speedup", "progress", "log_control_every") + tuple(f"family_{f}" for f in tasks.FAMILIES)
@@ -41,8 +47,6 @@ CRITIC_SIZE = len(features.CRITIC_FEATURE_NAMES) + len(CRITIC_EXTRAS)
 
 
 def observation_spec():
-    from tf_agents.specs import array_spec
-
     return {
         "observation": array_spec.ArraySpec((features.NUM_FEATURES,), np.float32, name="observation"),
         "critic": array_spec.ArraySpec((CRITIC_SIZE,), np.float32, name="critic"),
@@ -50,8 +54,6 @@ def observation_spec():
 
 
 def action_spec():
-    from tf_agents.specs import array_spec
-
     return tuple(
         array_spec.BoundedArraySpec((), np.int32, 0, len(head.choices) - 1, name=head.hyperparameter)
         for head in actions.ACTION_HEADS
@@ -75,13 +77,7 @@ class _PreparedRun:
             variable.assign(value)
 
 
-def _make_env_base():
-    from tf_agents.environments import py_environment
-
-    return py_environment.PyEnvironment
-
-
-class LHOPTEnvironment(_make_env_base()):
+class LHOPTEnvironment(py_environment.PyEnvironment):
     """A TF-Agents `PyEnvironment` over sampled tasks (see the module docstring).
 
     Args:
@@ -192,8 +188,6 @@ class LHOPTEnvironment(_make_env_base()):
     # --- PyEnvironment ------------------------------------------------------------
 
     def _reset(self):
-        from tf_agents.trajectories import time_step as ts
-
         start = time.perf_counter()
         spec = self._spec(int(self._rng.choice(self._task_seeds)))
         baseline_start = time.perf_counter()
@@ -210,8 +204,6 @@ class LHOPTEnvironment(_make_env_base()):
         return ts.restart(self._observation(self._log_speedup(loss)))
 
     def _step(self, action):
-        from tf_agents.trajectories import time_step as ts
-
         episode = self._episode
         episode["prepared"].apply_action(tf.constant(np.asarray(action, dtype=np.int32).reshape(-1)))
         loss = self._train_chunk()
