@@ -115,3 +115,11 @@ def test_environment_episode_rewards_telescope(tmp_path):
     assert steps == last["control_steps"] - 1  # the first interval runs in reset
     assert total == pytest.approx(last["log_speedup"], abs=1e-5)
     assert last["compile_seconds"] == 0.0  # the second episode on a task reuses its compiled run
+
+    env.reset()
+    bad = list(actions.NOOP_ACTION)
+    bad[0] = len(actions.ACTION_HEADS[0].choices)  # what a NaN policy samples
+    with pytest.raises(ValueError, match="Invalid action"):
+        env.step(tuple(np.int32(a) for a in bad))
+    huge = environment._bounded([np.nan, np.inf, -np.inf, 1e21, 0.5])
+    np.testing.assert_array_equal(huge, np.float32([0.0, 1e3, -1e3, 1e3, 0.5]))

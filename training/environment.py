@@ -44,6 +44,14 @@ from training import baselines, reward, runner, tasks  # noqa: E402
 # The value network's extra inputs after LHOPT's critic observation.
 CRITIC_EXTRAS = ("log_speedup", "progress", "log_control_every") + tuple(f"family_{f}" for f in tasks.FAMILIES)
 CRITIC_SIZE = len(features.CRITIC_FEATURE_NAMES) + len(CRITIC_EXTRAS)
+_RAW_LOSSES = [features.CRITIC_FEATURE_NAMES.index(name) for name in ("train_loss", "val_loss")]
+_NUM_CHOICES = np.array([len(head.choices) for head in actions.ACTION_HEADS])
+
+
+def _bounded(values, limit=1e3):
+    """Finite float32 within +-limit (nan -> 0), safe for the agent's running statistics."""
+    values = np.nan_to_num(np.asarray(values, np.float64), nan=0.0, posinf=limit, neginf=-limit)
+    return np.clip(values, -limit, limit).astype(np.float32)
 
 
 def observation_spec():
@@ -176,9 +184,14 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
         spec, optimizer = episode["spec"], episode["prepared"].run.optimizer
         family = [1.0 if spec.family == f else 0.0 for f in tasks.FAMILIES]
         extras = [log_speedup, episode["control_step"] / spec.control_steps, np.log(spec.control_every) / 5.0]
-        critic = np.concatenate([optimizer.critic_observation, extras, family])
-        clean = lambda x: np.nan_to_num(np.asarray(x, np.float32), nan=0.0, posinf=1e6, neginf=-1e6)
-        return {"observation": clean(optimizer.observation), "critic": clean(critic)}
+        critic = np.array(optimizer.critic_observation, np.float64)
+        # Raw losses reach 1e21 on diverged runs; the agent's running variance of such
+        # values overflows float32 and turned the whole network NaN. Signed log instead.
+        critic[_RAW_LOSSES] = np.sign(critic[_RAW_LOSSES]) * np.log1p(np.abs(critic[_RAW_LOSSES]))
+        return {
+            "observation": _bounded(optimizer.observation),
+            "critic": _bounded(np.concatenate([critic, extras, family])),
+        }
 
     def _log_speedup(self, loss):
         episode = self._episode
@@ -205,7 +218,13 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
 
     def _step(self, action):
         episode = self._episode
-        episode["prepared"].apply_action(tf.constant(np.asarray(action, dtype=np.int32).reshape(-1)))
+        action = np.asarray(action, dtype=np.int32).reshape(-1)
+        if action.shape != _NUM_CHOICES.shape or (action < 0).any() or (action >= _NUM_CHOICES).any():
+            raise ValueError(
+                f"Invalid action {action.tolist()}: each head's choice must be in [0, {_NUM_CHOICES.tolist()}). "
+                f"A policy samples out of range when its logits are NaN."
+            )
+        episode["prepared"].apply_action(tf.constant(action))
         loss = self._train_chunk()
         speedup = self._log_speedup(loss)
         step_reward = np.float32(speedup - episode["previous"])

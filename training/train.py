@@ -213,6 +213,11 @@ def train_eval(
                 elapsed = time.perf_counter() - started
                 train_seconds = time.perf_counter() - collected
 
+                if not np.isfinite(loss.loss.numpy()):
+                    raise RuntimeError(
+                        f"PPO loss is not finite at iteration {int(iteration.numpy()) + 1}; stopping without "
+                        f"checkpointing it (the last checkpoint in {root / 'train'} is kept)."
+                    )
                 records, offset = _read_new_episodes(episodes_path, offset)
                 iteration.assign_add(1)
                 episode_count.assign_add(len(records))
