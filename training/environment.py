@@ -45,7 +45,6 @@ from training import baselines, reward, runner, tasks  # noqa: E402
 CRITIC_EXTRAS = ("log_speedup", "progress", "log_control_every") + tuple(f"family_{f}" for f in tasks.FAMILIES)
 CRITIC_SIZE = len(features.CRITIC_FEATURE_NAMES) + len(CRITIC_EXTRAS)
 _RAW_LOSSES = [features.CRITIC_FEATURE_NAMES.index(name) for name in ("train_loss", "val_loss")]
-_NUM_CHOICES = np.array([len(head.choices) for head in actions.ACTION_HEADS])
 
 
 def _bounded(values, limit=1e3):
@@ -219,11 +218,10 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
     def _step(self, action):
         episode = self._episode
         action = np.asarray(action, dtype=np.int32).reshape(-1)
-        if action.shape != _NUM_CHOICES.shape or (action < 0).any() or (action >= _NUM_CHOICES).any():
-            raise ValueError(
-                f"Invalid action {action.tolist()}: each head's choice must be in [0, {_NUM_CHOICES.tolist()}). "
-                f"A policy samples out of range when its logits are NaN."
-            )
+        try:
+            actions.check_action(action)
+        except ValueError as error:
+            raise ValueError(f"Invalid action: {error} A policy samples out of range when its logits are NaN.") from None
         episode["prepared"].apply_action(tf.constant(action))
         loss = self._train_chunk()
         speedup = self._log_speedup(loss)
