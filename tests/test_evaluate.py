@@ -51,9 +51,9 @@ def test_shrunken_evaluation_writes_results_plots_and_readme_table(tmp_path, mon
     readme.write_text("intro\n<!-- evaluation:start -->\nold\n<!-- evaluation:end -->\noutro\n")
     monkeypatch.setattr(evaluate, "README", readme)
     policy = _noop_controller(tmp_path / "noop")
-    out = tmp_path / "results"
+    out, cache = tmp_path / "results", tmp_path / "cache"
     evaluate.main(["--policy", str(policy), "--tasks", "diamonds_mlp", "tragedies_char_lm", "--scale", "0.02",
-                   "--output_dir", str(out), "--update_readme"])
+                   "--output_dir", str(out), "--cache_dir", str(cache), "--update_readme"])
     summary = json.loads((out / "evaluation.json").read_text())
     assert [r["task"] for r in summary["results"]] == ["diamonds_mlp", "tragedies_char_lm"]
     for r in summary["results"]:
@@ -61,8 +61,22 @@ def test_shrunken_evaluation_writes_results_plots_and_readme_table(tmp_path, mon
         assert len(r["curves"]["adam"]["steps"]) == 3 * len(r["curves"]["lhopt"]["steps"]) - 2
         assert (out / r["plot"]).stat().st_size > 1000
         assert len(r["lhopt_hyperparameters"]) == r["budget"] // 10
-    # A no-op controller keeps LHOPT's defaults: the hyperparameters never move.
-    first = summary["results"][0]["lhopt_hyperparameters"]
-    assert first[0] == first[-1]
+    # A no-op controller keeps LHOPT's defaults: the hyperparameters never move, and
+    # the curve is the controller-off reference's.
+    first = summary["results"][0]
+    assert first["lhopt_hyperparameters"][0] == first["lhopt_hyperparameters"][-1]
+    assert first["curves"]["lhopt"]["losses"] == pytest.approx(first["curves"]["lhopt_no_controller"]["losses"])
+    assert first["speedup_over_adam"] == first["no_controller_speedup_over_adam"]
+    # Adam, three cosine runs and the controller-off run are cached per task ...
+    assert len(list(cache.glob("*.json"))) == 2 * 5
+    # ... so evaluating again runs only LHOPT with the controller, with the same references.
+    calls = []
+    real_curve = evaluate._curve
+    monkeypatch.setattr(evaluate, "_curve", lambda *a, **k: calls.append(1) or real_curve(*a, **k))
+    evaluate.main(["--policy", str(policy), "--tasks", "diamonds_mlp", "--scale", "0.02",
+                   "--output_dir", str(tmp_path / "again"), "--cache_dir", str(cache)])
+    again = json.loads((tmp_path / "again" / "evaluation.json").read_text())["results"][0]
+    assert len(calls) == 1
+    assert again["curves"]["adam"]["losses"] == first["curves"]["adam"]["losses"]
     text = readme.read_text()
     assert "old" not in text and "geometric mean" in text and text.startswith("intro") and text.endswith("outro\n")

@@ -11,7 +11,13 @@ comes from), a character-level LM on the Shakespeare tragedies, and a diamonds r
   not extrapolated;
 - Adam with cosine decay runs the budget at each learning rate of a 3-point grid; the
   best final eval loss is kept;
-- LHOPT with the controller (its default settings otherwise) runs the budget.
+- LHOPT with the controller (its default settings otherwise) runs the budget;
+- LHOPT with its controller off (`policy=None`) runs the budget too: a reference for
+  what the controller adds over LHOPT's fixed default hyperparameters.
+
+The Adam, cosine Adam and controller-off curves depend only on the task, so they are
+cached (CACHE_DIR, one JSON per task key and contender) and a second policy's
+evaluation only runs LHOPT with its controller; `--no_cache` recomputes them.
 
 Speedup = the first step at which Adam's eval-loss curve reaches LHOPT's final eval
 loss (linear interpolation between eval points), divided by the budget; capped at 3
@@ -23,6 +29,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import pathlib
 import sys
 import time
@@ -36,6 +43,13 @@ RESULTS_DIR = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "resu
 ADAM_HORIZON = 3
 COSINE_LEARNING_RATES = (3e-4, 1e-3, 3e-3)
 LONGEST_TRAINING_EPISODE = tasks.MAX_STEPS
+# Bump when the way reference curves are run changes, so old cache files are ignored.
+CURVE_CACHE_VERSION = 1
+
+
+def default_cache_dir():
+    return pathlib.Path(os.environ.get("KERAS_LOPT_EVALUATION_CACHE",
+                                       pathlib.Path.home() / ".cache" / "keras_lopt" / "evaluation"))
 
 
 def _lhopt_defaults():
@@ -102,29 +116,56 @@ def _curve(task, optimizer, total_steps, control_every, on_chunk=None):
     return steps, losses, time.perf_counter() - start
 
 
-def evaluate_task(name, spec, policy, scale=1.0):
-    """Runs the three contenders on one task; `scale` shrinks budgets (for smoke tests)."""
+def _cached_curve(cache_dir, spec, contender, total_steps, make_optimizer, task):
+    """A reference curve (no controller involved), read from the cache or run and stored."""
+    path = None
+    if cache_dir is not None:
+        path = pathlib.Path(cache_dir) / f"{spec.key}-{contender}-{total_steps}.json"
+        if path.exists():
+            d = json.loads(path.read_text())
+            if d.get("version") == CURVE_CACHE_VERSION:
+                return np.asarray(d["steps"]), np.asarray(d["losses"], float), d["seconds"]
+    steps, losses, seconds = _curve(task(), make_optimizer(), total_steps, spec.control_every)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"version": CURVE_CACHE_VERSION, "task": spec.to_json(), "contender": contender,
+                  "steps": steps.tolist(), "losses": losses.tolist(), "seconds": seconds}
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(record))
+        temporary.replace(path)  # atomic: a killed run never leaves half a file
+    return steps, losses, seconds
+
+
+def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None):
+    """Runs the contenders on one task; `scale` shrinks budgets (for smoke tests)."""
+    import functools
+
     import keras
 
     import keras_lopt
 
     budget = max(spec.control_every, int(spec.total_steps * scale) // spec.control_every * spec.control_every)
-    task = tasks.build_task(spec, evaluation=True)
     every = spec.control_every
-    adam = _curve(task, keras.optimizers.Adam(), ADAM_HORIZON * budget, every)
+    spec = dataclasses.replace(spec, control_steps=budget // every)
+    task = functools.cache(lambda: tasks.build_task(spec, evaluation=True))
+    reference = functools.partial(_cached_curve, cache_dir, spec, task=task)
+    adam = reference("adam", ADAM_HORIZON * budget, keras.optimizers.Adam)
     cosine = {}
     for lr in COSINE_LEARNING_RATES:
-        schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=budget)
-        cosine[lr] = _curve(task, keras.optimizers.Adam(learning_rate=schedule), budget, every)
+        cosine[lr] = reference(f"cosine_adam_lr{lr:g}", budget, lambda lr=lr: keras.optimizers.Adam(
+            learning_rate=keras.optimizers.schedules.CosineDecay(lr, decay_steps=budget)))
+    no_controller = reference("lhopt_no_controller", budget, lambda: keras_lopt.LHOPT(policy=None, control_every=every))
     optimizer = keras_lopt.LHOPT(policy=policy, total_steps=budget, control_every=every)
     trajectory = []
-    lhopt = _curve(task, optimizer, budget, every, on_chunk=lambda run: trajectory.append(run.optimizer.hyperparameters))
+    lhopt = _curve(task(), optimizer, budget, every,
+                   on_chunk=lambda run: trajectory.append(run.optimizer.hyperparameters))
     best_lr = min(cosine, key=lambda lr: cosine[lr][1][-1] if np.isfinite(cosine[lr][1][-1]) else math.inf)
     final = float(lhopt[1][-1])
     value, capped = speedup(adam[0], adam[1], final, budget)
+    off_value, off_capped = speedup(adam[0], adam[1], float(no_controller[1][-1]), budget)
     return {
         "task": name,
-        "description": dataclasses.replace(spec, control_steps=budget // every).describe(),
+        "description": spec.describe(),
         "budget": budget,
         "speedup_over_adam": value,
         "speedup_capped": capped,
@@ -133,10 +174,15 @@ def evaluate_task(name, spec, policy, scale=1.0):
         "best_cosine_adam_final_eval_loss": float(cosine[best_lr][1][-1]),
         "best_cosine_learning_rate": best_lr,
         "final_loss_ratio_to_best_cosine": final / float(cosine[best_lr][1][-1]),
+        "no_controller_speedup_over_adam": off_value,
+        "no_controller_speedup_capped": off_capped,
+        "no_controller_final_eval_loss": float(no_controller[1][-1]),
         "curves": {
             "adam": {"steps": adam[0].tolist(), "losses": adam[1].tolist(), "seconds": adam[2]},
             **{f"cosine_adam_lr{lr:g}": {"steps": c[0].tolist(), "losses": c[1].tolist(), "seconds": c[2]}
                for lr, c in cosine.items()},
+            "lhopt_no_controller": {"steps": no_controller[0].tolist(), "losses": no_controller[1].tolist(),
+                                    "seconds": no_controller[2]},
             "lhopt": {"steps": lhopt[0].tolist(), "losses": lhopt[1].tolist(), "seconds": lhopt[2]},
         },
         "lhopt_hyperparameters": trajectory,
@@ -171,20 +217,30 @@ def _plot(result, directory):
     return path.name
 
 
-def markdown_table(results, geometric_mean):
+def _shown_speedup(value, capped):
+    return f">= {value:.2f}x" if capped else f"{value:.2f}x"
+
+
+def markdown_table(results, geometric_mean, no_controller_geometric_mean):
     lines = [
-        "| task | budget | speedup over Adam | LHOPT final eval loss | best cosine Adam (lr) | loss ratio |",
-        "|---|---|---|---|---|---|",
+        "| task | budget | speedup over Adam | LHOPT final eval loss | best cosine Adam (lr) | loss ratio "
+        "| controller off: speedup |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        shown = f">= {r['speedup_over_adam']:.2f}x" if r["speedup_capped"] else f"{r['speedup_over_adam']:.2f}x"
         lines.append(
-            f"| {r['task']} | {r['budget']} | {shown} | {r['lhopt_final_eval_loss']:.4g} | "
+            f"| {r['task']} | {r['budget']} | {_shown_speedup(r['speedup_over_adam'], r['speedup_capped'])} | "
+            f"{r['lhopt_final_eval_loss']:.4g} | "
             f"{r['best_cosine_adam_final_eval_loss']:.4g} ({r['best_cosine_learning_rate']:g}) | "
-            f"{r['final_loss_ratio_to_best_cosine']:.3f} |"
+            f"{r['final_loss_ratio_to_best_cosine']:.3f} | "
+            f"{_shown_speedup(r['no_controller_speedup_over_adam'], r['no_controller_speedup_capped'])} |"
         )
-    lines.append(f"| **geometric mean** | | **{geometric_mean:.2f}x** | | | |")
+    lines.append(f"| **geometric mean** | | **{geometric_mean:.2f}x** | | | | {no_controller_geometric_mean:.2f}x |")
     return "\n".join(lines)
+
+
+def geometric_mean(values):
+    return float(np.exp(np.mean(np.log([max(v, 1e-3) for v in values]))))
 
 
 def update_readme(table, policy, readme=None):
@@ -206,6 +262,9 @@ def main(argv=None):
     parser.add_argument("--output_dir", default=str(RESULTS_DIR))
     parser.add_argument("--scale", type=float, default=1.0, help="shrink every budget (smoke runs only)")
     parser.add_argument("--update_readme", action="store_true", help="write the table into README.md")
+    parser.add_argument("--cache_dir", default=str(default_cache_dir()),
+                        help="where the reference curves (Adam, cosine Adam, controller off) are cached")
+    parser.add_argument("--no_cache", action="store_true", help="recompute the reference curves")
     args = parser.parse_args(argv)
     from keras_lopt import controller
 
@@ -218,27 +277,30 @@ def main(argv=None):
     output.mkdir(parents=True, exist_ok=True)
     results = []
     for name in args.tasks:
-        result = evaluate_task(name, EVALUATION_TASKS[name], args.policy, args.scale)
+        result = evaluate_task(name, EVALUATION_TASKS[name], args.policy, args.scale,
+                               cache_dir=None if args.no_cache else args.cache_dir)
         result["plot"] = _plot(result, output)
         results.append(result)
         print(f"{name}: speedup {result['speedup_over_adam']:.2f}x{' (capped)' if result['speedup_capped'] else ''}, "
               f"final loss {result['lhopt_final_eval_loss']:.4g} vs best cosine Adam "
               f"{result['best_cosine_adam_final_eval_loss']:.4g}", flush=True)
-    speedups = [max(r["speedup_over_adam"], 1e-3) for r in results]
-    geometric_mean = float(np.exp(np.mean(np.log(speedups))))
+    speedups = [r["speedup_over_adam"] for r in results]
+    mean = geometric_mean(speedups)
+    no_controller_mean = geometric_mean([r["no_controller_speedup_over_adam"] for r in results])
     summary = {
         "command": "python -m training.evaluate " + " ".join(sys.argv[1:] if argv is None else argv),
         "policy": args.policy,
         "scale": args.scale,
-        "geometric_mean_speedup": geometric_mean,
-        "goal": {"geometric_mean_speedup_at_least_2": geometric_mean >= 2.0,
+        "geometric_mean_speedup": mean,
+        "no_controller_geometric_mean_speedup": no_controller_mean,
+        "goal": {"geometric_mean_speedup_at_least_2": mean >= 2.0,
                  "no_task_below_0.9": min(speedups) >= 0.9,
                  "final_loss_no_worse_than_best_cosine": all(r["final_loss_ratio_to_best_cosine"] <= 1.0
                                                               for r in results)},
         "results": results,
     }
     (output / "evaluation.json").write_text(json.dumps(summary, indent=1))
-    table = markdown_table(results, geometric_mean)
+    table = markdown_table(results, mean, no_controller_mean)
     (output / "evaluation.md").write_text(f"# Evaluation of policy `{args.policy}`\n\nGenerated by "
                                           f"`{summary['command']}`.\n\n{table}\n")
     print(table)
