@@ -201,11 +201,14 @@ def train_eval(
 
     _, offset = _read_new_episodes(episodes_path, 0)  # episodes of earlier starts are not this run's
     line = ""
+    # Episodes still running when an iteration's episodes are done continue in the next
+    # iteration, with the LSTM state they had (not a fresh one).
+    time_step, policy_state = None, None
     try:
         with writer.as_default():
             while int(iteration.numpy()) < num_iterations:
                 started = time.perf_counter()
-                collect()
+                time_step, policy_state = collect(time_step=time_step, policy_state=policy_state)
                 collected = time.perf_counter()
                 trajectories = replay_buffer.gather_all()
                 loss = train(experience=trajectories)
