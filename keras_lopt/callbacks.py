@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_lopt.controller import Controller
 from keras_lopt.lhopt import LHOPT
 
 
@@ -24,7 +25,9 @@ class ControllerCallback(keras.callbacks.Callback):
       epochs x steps per epoch (from the optimizer's current update count),
       so the controller sees its progress through training.
     - After every epoch with validation data, passes `val_loss` to
-      `LHOPT.observe_validation_loss`.
+      `LHOPT.observe_validation_loss`, unless the controller's metadata says it
+      was meta-trained without validation losses (`extra` key
+      "trained_with_validation_loss": false, as `training.export` writes).
 
     Example:
 
@@ -44,5 +47,14 @@ class ControllerCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         optimizer = find_lhopt(self.model)
-        if logs and "val_loss" in logs and optimizer.controller_on:
+        if logs and "val_loss" in logs and optimizer.controller_on and _uses_validation_loss(optimizer.policy):
             optimizer.observe_validation_loss(logs["val_loss"])
+
+
+def _uses_validation_loss(policy):
+    """False for a controller whose metadata says it was meta-trained without
+    validation losses: its validation features were always "unseen", so
+    feeding it one would show it inputs it never learned from."""
+    if isinstance(policy, Controller):
+        return bool(policy.metadata.get("extra", {}).get("trained_with_validation_loss", True))
+    return True

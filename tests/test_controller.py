@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import keras_lopt
 from keras_lopt import LHOPT, actions, features, save_controller
 from keras_lopt.controller import METADATA_FILE
 from test_lhopt_keras import _data, _fit, _model
@@ -153,6 +154,30 @@ def test_external_control(tmp_path):
     assert _feature(opt.observation, "previous_beta_1_2") == 1.0
     assert _feature(opt.observation, "beta_1_log_relative") == pytest.approx(math.log(2), rel=1e-5)
     assert _feature(opt.observation, "progress") == pytest.approx(1.0)
+
+
+def _double_once_validation_loss_is_seen(observation, state):
+    seen = observation[:, features.FEATURE_NAMES.index("val_loss_seen")] > 0.5
+    double = list(actions.NOOP_ACTION)
+    double[0] = LR_DOUBLE
+    action = tf.where(seen[:, None], tf.constant([double], tf.int32), tf.constant([actions.NOOP_ACTION], tf.int32))
+    return action, state
+
+
+@pytest.mark.parametrize("trained_with_validation_loss", [True, False])
+def test_controller_callback_passes_validation_loss_only_to_controllers_trained_with_it(
+        tmp_path, trained_with_validation_loss):
+    path = tmp_path / "validation"
+    save_controller(path, _double_once_validation_loss_is_seen, state_size=1,
+                    extra={} if trained_with_validation_loss else {"trained_with_validation_loss": False})
+    opt = LHOPT(learning_rate=1e-5, policy=str(path), control_every=1)
+    x, y = _data()  # 96 training rows after the split: 6 steps per epoch
+    _model(opt).fit(x, y, batch_size=16, epochs=3, validation_split=0.25, shuffle=False, verbose=0,
+                    callbacks=[keras_lopt.ControllerCallback()])
+    assert opt.total_steps == 18
+    # Epochs 2 and 3 see the validation loss of the epoch before, if it was passed on.
+    expected = 1e-5 * 2**12 if trained_with_validation_loss else 1e-5
+    assert opt.hyperparameters["learning_rate"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_controller_off_computes_nothing():

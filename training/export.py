@@ -79,6 +79,8 @@ def export(root_dir, name, output_dir=SAVED_POLICIES, description=""):
         "episodes": int(episodes.numpy()),
         "train_steps": int(agent.train_step_counter.numpy()),
         "gin_config": gin.config_str(),
+        # The environment never calls observe_validation_loss, so ControllerCallback should not either.
+        "trained_with_validation_loss": False,
         **_training_summary(root),
     }
     keras_lopt.save_controller(
