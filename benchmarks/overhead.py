@@ -111,7 +111,7 @@ def _optimizers(controller_path, control_every):
     """Name -> factory of the optimizers compared; the first is the baseline."""
     optimizers = {
         "adam": lambda: keras.optimizers.Adam(),
-        "lhopt": lambda: keras_lopt.LHOPT(),
+        "lhopt": lambda: keras_lopt.LHOPT(policy=None),  # controller off
     }
     for every in control_every:
         optimizers[f"lhopt_controller_every_{every}"] = lambda every=every: keras_lopt.LHOPT(

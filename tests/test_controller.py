@@ -181,7 +181,7 @@ def test_controller_callback_passes_validation_loss_only_to_controllers_trained_
 
 
 def test_controller_off_computes_nothing():
-    opt = LHOPT()
+    opt = LHOPT(policy=None)
     with pytest.raises(ValueError, match='policy="external"'):
         opt.observation
     with pytest.raises(ValueError, match='policy="external"'):

@@ -21,7 +21,7 @@ def _model(optimizer=None, jit_compile=True, seed=0):
         [keras.Input((8,)), keras.layers.Dense(16, activation="tanh"), keras.layers.Dense(1)]
     )
     model.compile(
-        optimizer=optimizer if optimizer is not None else LHOPT(learning_rate=1e-2),
+        optimizer=optimizer if optimizer is not None else LHOPT(learning_rate=1e-2, policy=None),
         loss="mse",
         jit_compile=jit_compile,
     )
@@ -109,7 +109,7 @@ def test_mirrored_strategy_matches_single_device(mirrored_strategy):
 
     strategy = mirrored_strategy
     with strategy.scope():
-        mirrored = _model(optimizer=LHOPT(learning_rate=1e-2), jit_compile=False)
+        mirrored = _model(optimizer=LHOPT(learning_rate=1e-2, policy=None), jit_compile=False)
     _fit(mirrored, 2, x, y)
     for a, b in zip(single.get_weights(), mirrored.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
@@ -142,7 +142,7 @@ def test_mixed_precision(mixed_float16, jit_compile):
 
 def test_loss_scale_overflow_skips_inner_step(mixed_float16):
     x, y = _data()
-    inner = LHOPT(learning_rate=1e-2)
+    inner = LHOPT(learning_rate=1e-2, policy=None)
     # A loss scale of 2**30 overflows float16 gradients, so the first steps are skipped.
     model = _model(optimizer=keras.optimizers.LossScaleOptimizer(inner, initial_scale=2.0**30))
     before = [w.copy() for w in model.get_weights()]
@@ -166,7 +166,7 @@ def test_embedding_sparse_gradients(jit_compile):
         keras.layers.GlobalAveragePooling1D(),
         keras.layers.Dense(1),
     ])
-    model.compile(optimizer=LHOPT(learning_rate=1e-2), loss="mse", jit_compile=jit_compile)
+    model.compile(optimizer=LHOPT(learning_rate=1e-2, policy=None), loss="mse", jit_compile=jit_compile)
     table = model.layers[0].embeddings.numpy().copy()
     history = model.fit(tokens, labels, batch_size=32, epochs=10, verbose=0).history["loss"]
     assert history[-1] < 0.5 * history[0]
@@ -177,7 +177,7 @@ def test_embedding_sparse_gradients(jit_compile):
 @pytest.mark.parametrize("keras_kwargs", [dict(use_ema=True), dict(global_clipnorm=0.5)])
 def test_keras_optimizer_options_train(keras_kwargs):
     x, y = _data()
-    model = _model(optimizer=LHOPT(learning_rate=1e-2, **keras_kwargs))
+    model = _model(optimizer=LHOPT(learning_rate=1e-2, policy=None, **keras_kwargs))
     history = _fit(model, 6, x, y).history["loss"]
     assert history[-1] < 0.5 * history[0]
 
@@ -186,7 +186,7 @@ def test_gradient_accumulation_applies_the_mean_gradient():
     rng = np.random.default_rng(0)
     start = rng.normal(size=(3, 2)).astype(np.float32)
     accumulated, direct = keras.Variable(start), keras.Variable(start)
-    accumulating_opt, direct_opt = LHOPT(gradient_accumulation_steps=2), LHOPT()
+    accumulating_opt, direct_opt = LHOPT(gradient_accumulation_steps=2, policy=None), LHOPT(policy=None)
 
     @tf.function(jit_compile=True)
     def accumulate(g):

@@ -15,7 +15,7 @@ def _setup(seed=0, **hyperparameters):
     rng = np.random.default_rng(seed)
     params = [rng.normal(size=s).astype(np.float32) for s in SHAPES]
     variables = [keras.Variable(p) for p in params]
-    return rng, variables, LHOPT(**hyperparameters), ReferenceLHOPT(params, **hyperparameters)
+    return rng, variables, LHOPT(**hyperparameters, policy=None), ReferenceLHOPT(params, **hyperparameters)
 
 
 def _grads(rng, scale=1.0):
@@ -57,7 +57,7 @@ def test_first_step_by_hand():
     p0 = np.array([1.0, -2.0, 0.5], np.float32)
     g = np.array([0.3, -0.4, 0.0], np.float32)
     variable = keras.Variable(p0)
-    opt = LHOPT(learning_rate=0.1, weight_decay=0.01)
+    opt = LHOPT(learning_rate=0.1, weight_decay=0.01, policy=None)
     opt.apply([tf.constant(g)], [variable])
     clipped = g * 0.8 * 0.5 / (0.5 + 1e-6)
     u = clipped / (np.abs(clipped) + 1e-6) + 0.01 * p0
@@ -68,7 +68,7 @@ def test_first_step_by_hand():
 def test_trust_ratio_scales_matrices_only():
     matrix = keras.Variable(np.full((2, 2), 3.0, np.float32))
     vector = keras.Variable(np.full((4,), 3.0, np.float32))
-    opt = LHOPT(learning_rate=0.1, weight_decay=0.0)
+    opt = LHOPT(learning_rate=0.1, weight_decay=0.0, policy=None)
     grad = tf.ones((2, 2)), tf.ones((4,))
     opt.apply(list(grad), [matrix, vector])
     # u is ~1 everywhere: ||u|| = 2 for both, ||p|| = 6. The matrix steps by
@@ -81,7 +81,7 @@ def test_sparse_gradients_match_dense():
     rng = np.random.default_rng(1)
     table = rng.normal(size=(6, 3)).astype(np.float32)
     sparse_var, dense_var = keras.Variable(table), keras.Variable(table)
-    sparse_opt, dense_opt = LHOPT(), LHOPT()
+    sparse_opt, dense_opt = LHOPT(policy=None), LHOPT(policy=None)
     for _ in range(3):
         rows = rng.normal(size=(3, 3)).astype(np.float32)
         indices = tf.constant([0, 4, 0])  # a repeated row is summed
@@ -118,14 +118,14 @@ def test_non_finite_step_touches_nothing(bad):
 
 def test_excluded_variables_get_no_weight_decay():
     bias = keras.Variable(np.ones(3, np.float32), name="bias")
-    opt = LHOPT(learning_rate=0.1, weight_decay=0.5)
+    opt = LHOPT(learning_rate=0.1, weight_decay=0.5, policy=None)
     opt.exclude_from_weight_decay(var_names=["bias"])
     opt.apply([tf.zeros(3)], [bias])
     np.testing.assert_array_equal(bias.numpy(), np.ones(3))
 
 
 def test_hyperparameters_report_current_values():
-    opt = LHOPT(learning_rate=0.01, beta_1=0.8)
+    opt = LHOPT(learning_rate=0.01, beta_1=0.8, policy=None)
     hp = opt.hyperparameters
     assert set(hp) == {"learning_rate", "beta_1", "beta_2", "epsilon", "weight_decay",
                        "clip_threshold", "clip_ema", "update_norm_ema"}
