@@ -153,8 +153,9 @@ class LHOPT(keras.optimizers.Optimizer):
 
     An AdaMax-style Adam variant whose hyperparameters live in optimizer
     variables, so that a learned controller can change them inside a compiled
-    train step. With `policy=None` the controller is off and LHOPT is a plain
-    optimizer with fixed hyperparameters. One step, with `G` the global norm
+    train step. By default the controller is the meta-trained policy that
+    ships with keras_lopt (`policy="default"`); with `policy=None` it is off
+    and LHOPT is a plain optimizer with fixed hyperparameters. One step, with `G` the global norm
     of the gradients and every tensor in one group:
 
     ```
@@ -195,12 +196,14 @@ class LHOPT(keras.optimizers.Optimizer):
         update_norm_ema: Rate of the running mean of each tensor's update
             norm used by the trust ratio, in (0, 1]. Defaults to `0.05`.
         policy: The controller: the path of a controller SavedModel (see
-            `keras_lopt.save_controller`), `"default"` for the packaged one,
-            `"external"` to compute the features but take actions from
-            `apply_action` (for meta-training), or `None` (the default for
-            now) to switch the controller off and compute no features.
+            `keras_lopt.save_controller`), `"default"` (the default) for the
+            packaged one, `"external"` to compute the features but take
+            actions from `apply_action` (for meta-training), or `None` to
+            switch the controller off and compute no features.
         total_steps: Optional positive int, the planned number of training
-            steps; the controller uses it to measure progress.
+            steps; the controller uses it to measure progress (the packaged
+            controller was meta-trained with it always known: set it, or
+            pass `keras_lopt.ControllerCallback()` to `fit`, which does).
         control_every: Positive int, the number of steps between two calls
             of the controller. Defaults to `10`.
         {{base_optimizer_keyword_args}}
@@ -216,7 +219,7 @@ class LHOPT(keras.optimizers.Optimizer):
         clip_threshold=HYPERPARAMETERS["clip_threshold"][0],
         clip_ema=HYPERPARAMETERS["clip_ema"][0],
         update_norm_ema=HYPERPARAMETERS["update_norm_ema"][0],
-        policy=None,
+        policy="default",
         total_steps=None,
         control_every=10,
         name="lhopt",
