@@ -24,7 +24,6 @@ from keras_lopt import LHOPT
         (dict(total_steps=0), "total_steps must be a positive int or None"),
         (dict(total_steps=10.5), "total_steps must be a positive int or None"),
         (dict(control_every=0), "control_every must be a positive int"),
-        (dict(policy="default"), "ships none yet"),
             (dict(policy="/no/such/dir"), "no such directory"),
             (dict(policy=3), "LHOPT policy must be"),
     ],
@@ -88,3 +87,13 @@ def test_other_backend_gets_one_clear_line(monkeypatch):
         "keras_lopt.LHOPT needs the TensorFlow backend but Keras is using 'jax'; "
         "set the environment variable KERAS_BACKEND=tensorflow before importing keras."
     )
+
+
+def test_missing_default_controller_is_one_clear_error(tmp_path, monkeypatch):
+    # An installation whose saved_policies/ lacks default/ (a broken or stripped install).
+    from keras_lopt import controller
+
+    monkeypatch.setattr(controller.importlib.resources, "files", lambda package: tmp_path)
+    with pytest.raises(ValueError, match="ships none yet") as info:
+        LHOPT()
+    assert "policy=None" in str(info.value)
