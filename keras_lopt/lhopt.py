@@ -155,8 +155,8 @@ class LHOPT(keras.optimizers.Optimizer):
     variables, so that a learned controller can change them inside a compiled
     train step. By default the controller is the meta-trained policy that
     ships with keras_lopt (`policy="default"`); with `policy=None` it is off
-    and LHOPT is a plain optimizer with fixed hyperparameters. One step, with `G` the global norm
-    of the gradients and every tensor in one group:
+    and LHOPT is a plain optimizer with fixed hyperparameters. One step, with
+    `G` the global norm of the gradients and every tensor in one group:
 
     ```
     R   = max(G, R * (1 - clip_ema))                 # rolling max, R0 = 0

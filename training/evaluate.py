@@ -43,7 +43,7 @@ RESULTS_DIR = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "resu
 ADAM_HORIZON = 3
 COSINE_LEARNING_RATES = (3e-4, 1e-3, 3e-3)
 LONGEST_TRAINING_EPISODE = tasks.MAX_STEPS
-# Bump when the way reference curves are run changes, so old cache files are ignored.
+# Bump when the way reference curves are run (or LHOPT's update) changes, so old cache files are ignored.
 CURVE_CACHE_VERSION = 1
 
 
