@@ -313,6 +313,16 @@ class LHOPT(keras.optimizers.Optimizer):
             "loss_count": variable("loss_count", 0.0),
             **self._hyperparameter_variables,
         }
+        # The values the controller's "relative to initial" features count from: the
+        # constructor's, or those of `reset_hyperparameters`. Variables, so that a
+        # compiled step need not be retraced when they change.
+        self._reference_hyperparameters = {
+            hp_name: variable(
+                f"initial_{stored_name}",
+                _stored_value(hp_name, self.initial_hyperparameters[hp_name]),
+            )
+            for hp_name, (_, stored_name) in HYPERPARAMETERS.items()
+        }
         self._total_steps_variable = variable("total_steps", float(self._total_steps or 0))
         # Validation loss: written eagerly by observe_validation_loss.
         self._val_loss = variable("val_loss", math.nan)
@@ -425,6 +435,22 @@ class LHOPT(keras.optimizers.Optimizer):
         checked = {name: validate_hyperparameter(name, value) for name, value in values.items()}
         for name, value in checked.items():
             self._hyperparameter_variables[name].assign(_stored_value(name, value))
+
+    def reset_hyperparameters(self, **values):
+        """Sets hyperparameters as if LHOPT had been constructed with them.
+
+        Unlike `set_hyperparameters`, the new values also become the initial
+        ones the controller's features measure hyperparameters against (and
+        what `get_config` reports). Meta-training starts each episode from new
+        random hyperparameters this way without recompiling the task; do it
+        before training starts, not in the middle of a run.
+        """
+        checked = {name: validate_hyperparameter(name, value) for name, value in values.items()}
+        self.set_hyperparameters(**checked)
+        self.initial_hyperparameters.update(checked)
+        if self.controller_on:
+            for name, value in checked.items():
+                self._reference_hyperparameters[name].assign(_stored_value(name, value))
 
     def apply_action(self, action):
         """Moves the hyperparameters by one controller action.
@@ -624,11 +650,11 @@ class LHOPT(keras.optimizers.Optimizer):
         stored = {name: current[name] for name in HYPERPARAMETERS}
         for head in actions.ACTION_HEADS:
             name = head.hyperparameter
-            initial = _stored_value(name, self.initial_hyperparameters[name])
+            initial = tf.convert_to_tensor(self._reference_hyperparameters[name])
             if head.kind == "logit_shift":
-                relative = actions.logit(stored[name]) - actions.logit(tf.constant(initial))
+                relative = actions.logit(stored[name]) - actions.logit(initial)
             else:
-                relative = features.safe_log(stored[name]) - features.safe_log(tf.constant(initial))
+                relative = features.safe_log(stored[name]) - features.safe_log(initial)
             raw[f"{name}_log_relative"] = relative
 
         total_steps = tf.convert_to_tensor(self._total_steps_variable)

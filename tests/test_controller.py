@@ -156,6 +156,25 @@ def test_external_control(tmp_path):
     assert _feature(opt.observation, "progress") == pytest.approx(1.0)
 
 
+def test_reset_hyperparameters_moves_the_features_reference():
+    x, y = _data()
+    opt = LHOPT(policy="external", control_every=4, total_steps=16)
+    model = _model(opt, jit_compile=True)
+    _fit(model, 1, x, y)  # compiles the step with the constructor's values
+    opt.reset_hyperparameters(learning_rate=0.05, beta_1=0.8)
+    assert opt.hyperparameters["learning_rate"] == pytest.approx(0.05)
+    assert opt.get_config()["learning_rate"] == pytest.approx(0.05)
+    _fit(model, 1, x, y)
+    # Measured from the new values, in the already compiled step.
+    assert _feature(opt.observation, "learning_rate_log_relative") == pytest.approx(0.0, abs=1e-6)
+    assert _feature(opt.observation, "beta_1_log_relative") == pytest.approx(0.0, abs=1e-6)
+    opt.set_hyperparameters(learning_rate=0.1)  # a move, not a new start
+    _fit(model, 1, x, y)
+    assert _feature(opt.observation, "learning_rate_log_relative") == pytest.approx(math.log(2), rel=1e-5)
+    with pytest.raises(ValueError, match="learning_rate must be a positive float"):
+        opt.reset_hyperparameters(learning_rate=-1.0)
+
+
 def _double_once_validation_loss_is_seen(observation, state):
     seen = observation[:, features.FEATURE_NAMES.index("val_loss_seen")] > 0.5
     double = list(actions.NOOP_ACTION)

@@ -23,6 +23,7 @@ _SMOKE_GIN = [
     "create_networks.input_fc=(32,)",
     "create_networks.lstm_units=16",
     "create_networks.output_fc=(32,)",
+    "train_eval.export_interval=2",
 ]
 
 
@@ -58,6 +59,11 @@ def test_train_resume_export_and_fit(tmp_path):
         assert e["return"] == pytest.approx(e["log_speedup"], abs=1e-4)  # gamma = 1 telescoping
     assert len(list((root / "baselines").glob("*.json"))) <= 2  # each task's baseline ran once
     assert list((root / "train").glob("events.out.tfevents.*"))
+
+    # Snapshots every export_interval iterations, kept apart from the pruned checkpoints.
+    assert [p.name for p in (root / "policies").iterdir()] == ["iteration_00002"]
+    snapshot = json.loads((root / "policies" / "iteration_00002" / "keras_lopt_controller.json").read_text())
+    assert snapshot["extra"]["iterations"] == 2 and snapshot["extra"]["episodes"] == len(episodes)
 
     exported = tmp_path / "policies"
     gin = [arg for p in _SMOKE_GIN for arg in ("--gin_param", p)]
@@ -123,3 +129,33 @@ def test_environment_episode_rewards_telescope(tmp_path):
         env.step(tuple(np.int32(a) for a in bad))
     huge = environment._bounded([np.nan, np.inf, -np.inf, 1e21, 0.5])
     np.testing.assert_array_equal(huge, np.float32([0.0, 1e3, -1e3, 1e3, 0.5]))
+
+
+def test_environment_draws_each_episodes_start(tmp_path):
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from keras_lopt import actions
+    from training import environment, tasks
+
+    env = environment.LHOPTEnvironment(
+        seed=0, task_seeds=(3,), families=("quadratic",), min_steps=20, max_steps=30,
+        baseline_dir=tmp_path / "baselines", stats_path=tmp_path / "episodes.jsonl", default_start_probability=0.5,
+    )
+    for _ in range(6):
+        time_step = env.reset()
+        while not time_step.is_last():
+            time_step = env.step(tuple(np.int32(a) for a in actions.NOOP_ACTION))
+        # No-op actions: hyperparameters stay where the episode started, and are
+        # measured from there (the compiled run's constructor values are not the reference).
+        relative = [time_step.observation["observation"][environment.features.FEATURE_NAMES.index(name)]
+                    for name in environment.features.HYPERPARAMETER_RATIOS]
+        np.testing.assert_allclose(relative, 0.0, atol=1e-5)
+    records = [json.loads(line) for line in (tmp_path / "episodes.jsonl").read_text().splitlines()]
+    defaults = tasks.default_hyperparameters()
+    assert {r["default_start"] for r in records} == {True, False}
+    for r in records:
+        assert r["hyperparameters"] == pytest.approx(r["initial_hyperparameters"], rel=1e-5)
+        assert (r["initial_hyperparameters"] == defaults) == r["default_start"]
+    randomised = [r["initial_hyperparameters"]["learning_rate"] for r in records if not r["default_start"]]
+    assert len(set(randomised)) == len(randomised)  # drawn per episode, not fixed per task
+    with pytest.raises(ValueError, match="default_start_probability"):
+        environment.LHOPTEnvironment(task_seeds=(3,), default_start_probability=2.0)

@@ -3,8 +3,10 @@
 LHOPT runs in external-control mode (DESIGN.md section 3: the environment
 drives the very optimizer users get). An episode:
 
-- `reset()` picks a task, trains its first control interval with the task's
-  initial hyperparameters and returns the first observation;
+- `reset()` picks a task and the episode's initial hyperparameters (LHOPT's
+  defaults with probability `default_start_probability`, else a random draw
+  as in `tasks.sample_initial_hyperparameters`), trains the first control
+  interval and returns the first observation;
 - each `step(action)` applies the action to LHOPT's hyperparameters, trains the
   next `control_every` steps in one compiled chunk, reads the eval loss and
   returns the reward: the change in the clipped log speedup over the task's
@@ -101,11 +103,16 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
             worker compiling a new task mid-collection stalls the others.
         worker: (index, count) among parallel workers; in warm-up each one
             runs the baselines of its share of the pool only.
+        default_start_probability: the share of episodes that start at
+            LHOPT's default hyperparameters, as users do; the others start
+            from random ones, so the controller learns to repair bad settings.
+            Drawn per episode, not per task, so a task does not always come
+            with the same start.
     """
 
     def __init__(self, seed=0, task_seeds=range(256), families=tasks.FAMILIES, min_steps=tasks.MIN_STEPS,
                  max_steps=tasks.MAX_STEPS, baseline_dir=None, stats_path=None, max_cached_runs=8, warm_up=False,
-                 worker=(0, 1)):
+                 worker=(0, 1), default_start_probability=0.0):
         super().__init__(handle_auto_reset=True)
         self._rng = np.random.default_rng(seed)
         self._task_seeds = list(task_seeds)
@@ -121,6 +128,9 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
         self._action_spec = action_spec()
         self._episode = None
         self._worker = worker
+        if not 0.0 <= default_start_probability <= 1.0:
+            raise ValueError(f"default_start_probability must be in [0, 1]; got {default_start_probability!r}.")
+        self._default_start_probability = float(default_start_probability)
         if warm_up:
             self.warm_up()
 
@@ -207,7 +217,11 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
         baseline_seconds = time.perf_counter() - baseline_start
         prepared = self._prepared(spec)
         prepared.reset()
+        default_start = self._rng.uniform() < self._default_start_probability
+        initial = tasks.default_hyperparameters() if default_start else tasks.sample_initial_hyperparameters(self._rng)
+        prepared.run.optimizer.reset_hyperparameters(**initial)
         self._episode = {
+            "initial_hyperparameters": initial, "default_start": bool(default_start),
             "spec": spec, "prepared": prepared, "baseline": baseline, "start": start, "control_step": 0,
             "inner_seconds": 0.0, "compile_seconds": 0.0, "eval_seconds": 0.0,
             "baseline_seconds": baseline_seconds, "return": 0.0, "previous": 0.0,
@@ -253,7 +267,8 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
             "eval_seconds": episode["eval_seconds"],
             "baseline_seconds": episode["baseline_seconds"],
             "hyperparameters": episode["prepared"].run.optimizer.hyperparameters,
-            "initial_hyperparameters": episode["spec"].initial_hyperparameters,
+            "initial_hyperparameters": episode["initial_hyperparameters"],
+            "default_start": episode["default_start"],
             "pid": os.getpid(),
         }
         with open(self._stats_path, "a") as f:

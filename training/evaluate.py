@@ -52,16 +52,10 @@ def default_cache_dir():
                                        pathlib.Path.home() / ".cache" / "keras_lopt" / "evaluation"))
 
 
-def _lhopt_defaults():
-    from keras_lopt.lhopt import HYPERPARAMETERS
-
-    return {name: value for name, (value, _) in HYPERPARAMETERS.items()}
-
-
 def _spec(family, seed, dataset, model, loss, batch_size, total_steps, control_every=10):
     return tasks.TaskSpec(family=family, seed=seed, dataset=dataset, model=model, loss=loss, batch_size=batch_size,
                           control_steps=total_steps // control_every, control_every=control_every,
-                          initial_hyperparameters=_lhopt_defaults())
+                          initial_hyperparameters=tasks.default_hyperparameters())
 
 
 _MLP = {"depth": 2, "width": 256, "activation": "relu", "normalisation": "none", "dropout": 0.0}

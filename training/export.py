@@ -63,6 +63,29 @@ def _training_summary(root):
     return {"mean_return_last_10_iterations": sum(recent) / len(recent) if recent else None}
 
 
+def save_policy(agent, target, name, iterations, episodes, root=None, description=""):
+    """Writes `agent`'s greedy policy to `target`: the controller with its
+    metadata, and the PolicySaver export in `target/tf_agents_policy`."""
+    actor = GreedyActor(agent)
+    extra = {
+        "trained_with": "TF-Agents PPOClipAgent (training/train.py)",
+        "iterations": int(iterations),
+        "episodes": int(episodes),
+        "train_steps": int(agent.train_step_counter.numpy()),
+        "gin_config": gin.config_str(),
+        # The environment never calls observe_validation_loss, so ControllerCallback should not either.
+        "trained_with_validation_loss": False,
+        **(_training_summary(pathlib.Path(root)) if root else {}),
+    }
+    keras_lopt.save_controller(
+        target, actor, state_size=actor.units, name=name,
+        description=description or f"PPO policy meta-trained for {extra['iterations']} iterations",
+        extra=extra,
+    )
+    policy_saver.PolicySaver(agent.policy, batch_size=None).save(str(pathlib.Path(target) / TF_AGENTS_POLICY_DIR))
+    return pathlib.Path(target)
+
+
 def export(root_dir, name, output_dir=SAVED_POLICIES, description=""):
     """Writes the policy in `root_dir`'s latest checkpoint to `output_dir/name`; returns its path."""
     root = pathlib.Path(root_dir).resolve()
@@ -72,24 +95,7 @@ def export(root_dir, name, output_dir=SAVED_POLICIES, description=""):
     if target.exists() and any(target.iterdir()):
         raise ValueError(f"{target} already exists and is not empty; choose another --name or remove it.")
     agent, _, iteration, episodes = train.create_agent_for_root(str(root))
-    actor = GreedyActor(agent)
-    extra = {
-        "trained_with": "TF-Agents PPOClipAgent (training/train.py)",
-        "iterations": int(iteration.numpy()),
-        "episodes": int(episodes.numpy()),
-        "train_steps": int(agent.train_step_counter.numpy()),
-        "gin_config": gin.config_str(),
-        # The environment never calls observe_validation_loss, so ControllerCallback should not either.
-        "trained_with_validation_loss": False,
-        **_training_summary(root),
-    }
-    keras_lopt.save_controller(
-        target, actor, state_size=actor.units, name=name,
-        description=description or f"PPO policy meta-trained for {extra['iterations']} iterations",
-        extra=extra,
-    )
-    policy_saver.PolicySaver(agent.policy, batch_size=None).save(str(target / TF_AGENTS_POLICY_DIR))
-    return target
+    return save_policy(agent, target, name, iteration.numpy(), episodes.numpy(), root, description)
 
 
 def main(argv=None):

@@ -98,6 +98,13 @@ def _choice(rng, options):
     return options[int(rng.integers(len(options)))]
 
 
+def default_hyperparameters():
+    """LHOPT's constructor defaults, by constructor name."""
+    from keras_lopt.lhopt import HYPERPARAMETERS
+
+    return {name: reference for name, (reference, _) in HYPERPARAMETERS.items()}
+
+
 def sample_initial_hyperparameters(rng):
     """DESIGN.md: lr x log-uniform[1e-2, 1e2]; the others x log-uniform[0.1, 10],
     kept inside the bounds the controller's actions respect."""

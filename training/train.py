@@ -8,7 +8,11 @@ and writes a checkpoint, so a killed run resumes from its last finished
 iteration when started again with the same --root_dir. TensorBoard summaries
 go to ROOT/train (`tensorboard --logdir ROOT`); every finished episode is also
 a JSON line in ROOT/episodes.jsonl. Export the policy with
-`python -m training.export --root_dir ROOT --name NAME`.
+`python -m training.export --root_dir ROOT --name NAME`; with
+`export_interval` set, the run also exports itself every that many
+iterations to ROOT/policies/iteration_NNNNN (checkpoints are pruned, these
+snapshots are kept, so a good policy can still be chosen after training
+went on: benchmarks/validate_policies.py compares them).
 """
 
 import argparse
@@ -122,6 +126,15 @@ def _write_summaries(records, trajectories, step):
                 tf.summary.scalar(f"hyperparameter_trajectories/{name}_at_end", late.mean(), step=step)
 
 
+def _export_snapshot(agent, root, iteration, episodes):
+    from training import export  # export imports this module
+
+    name = f"iteration_{iteration:05d}"
+    target = root / "policies" / name
+    if not target.exists():
+        export.save_policy(agent, target, name, iteration, episodes, root)
+
+
 @gin.configurable
 def train_eval(
     root_dir,
@@ -138,6 +151,8 @@ def train_eval(
     baseline_dir=None,
     max_cached_runs=24,
     warm_up=True,
+    default_start_probability=0.0,
+    export_interval=0,
     log=print,
 ):
     """Runs (or resumes) meta-training in `root_dir`; returns the last progress line."""
@@ -166,6 +181,7 @@ def train_eval(
             max_cached_runs=max_cached_runs,
             warm_up=warm_up,
             worker=(index, num_parallel_environments),
+            default_start_probability=default_start_probability,
         )
         for index in range(num_parallel_environments)
     ]
@@ -237,6 +253,8 @@ def train_eval(
                 _write_summaries(records, trajectories, step)
                 if step % checkpoint_interval == 0 or step == num_iterations:
                     checkpointer.save(global_step=step)
+                if export_interval and step % export_interval == 0:
+                    _export_snapshot(agent, root, step, int(episode_count.numpy()))
                 line = _progress_line(step, num_iterations, int(episode_count.numpy()), records, elapsed, inner_share)
                 log(line)
                 with open(root / "progress.jsonl", "a") as f:
