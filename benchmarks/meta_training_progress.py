@@ -5,7 +5,8 @@ baseline (0 = as fast as Adam at Keras' defaults, -3 the floor, +3 the cap). For
 consecutive windows of episodes this reports the mean return, the geometric-mean
 speedup, how many episodes hit the floor or beat Adam, the mean return of the
 episodes that started near LHOPT's default learning rate (within 3x; the
-evaluation starts there), and how far the policy moved the learning rate
+evaluation starts there) and of those that started exactly at LHOPT's defaults
+(runs with `default_start_probability` > 0), and how far the policy moved the learning rate
 (mean log2 of final over initial lr). Per family: first window against last.
 
     python benchmarks/meta_training_progress.py --root_dir runs/ppo [--window 500]
@@ -33,6 +34,7 @@ def summarise(episodes):
     initial_lr = np.array([e["initial_hyperparameters"]["learning_rate"] for e in episodes])
     final_lr = np.array([e["hyperparameters"]["learning_rate"] for e in episodes])
     near_default = np.abs(np.log(initial_lr / DEFAULT_LEARNING_RATE)) <= math.log(3.0)
+    default_start = np.array([e.get("default_start", False) for e in episodes])
     return {
         "episodes": len(episodes),
         "mean_return": _mean(returns),
@@ -41,6 +43,8 @@ def summarise(episodes):
         "share_beating_adam": float(np.mean(returns > 0)),
         "mean_return_near_default_lr": _mean(returns[near_default]),
         "episodes_near_default_lr": int(near_default.sum()),
+        "mean_return_default_start": _mean(returns[default_start]),
+        "episodes_default_start": int(default_start.sum()),
         "mean_log2_lr_change": _mean(np.log2(final_lr / initial_lr)),
     }
 
@@ -80,15 +84,16 @@ def main():
         "the task's Adam baseline (0 = Adam's pace; -3 floor, +3 cap); initial hyperparameters randomised per episode.",
         "",
         "| episodes | mean return | geometric-mean speedup | at floor | beating Adam | mean return, initial lr "
-        "within 3x of 1e-3 (n) | mean log2(final lr / initial lr) |",
-        "|---|---|---|---|---|---|---|",
+        "within 3x of 1e-3 (n) | mean return, started at LHOPT's defaults (n) | mean log2(final lr / initial lr) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for w in result["windows"]:
         lines.append(
             f"| {w['first_episode']}-{w['first_episode'] + w['episodes'] - 1} | {w['mean_return']:+.2f} | "
             f"{w['geometric_mean_speedup']:.2f}x | {100 * w['share_at_floor']:.0f}% | "
             f"{100 * w['share_beating_adam']:.0f}% | {w['mean_return_near_default_lr']:+.2f} "
-            f"({w['episodes_near_default_lr']}) | {w['mean_log2_lr_change']:+.2f} |"
+            f"({w['episodes_near_default_lr']}) | {w['mean_return_default_start']:+.2f} "
+            f"({w['episodes_default_start']}) | {w['mean_log2_lr_change']:+.2f} |"
         )
     lines += ["", "Per family, first window against last:", "",
               "| family | mean return (first) | mean return (last) | episodes (last) |", "|---|---|---|---|"]
