@@ -65,6 +65,13 @@ def test_train_resume_export_and_fit(tmp_path):
     snapshot = json.loads((root / "policies" / "iteration_00002" / "keras_lopt_controller.json").read_text())
     assert snapshot["extra"]["iterations"] == 2 and snapshot["extra"]["episodes"] == len(episodes)
 
+    shipped = tmp_path / "shipped"
+    _run("training.export", "--snapshot", str(root / "policies" / "iteration_00002"), "--name", "chosen",
+         "--output_dir", str(shipped), "--description", "picked for the test")
+    copied = json.loads((shipped / "chosen" / "keras_lopt_controller.json").read_text())
+    assert copied["name"] == "chosen" and copied["description"] == "picked for the test"
+    assert copied["extra"]["copied_from"] == "iteration_00002" and (shipped / "chosen" / "saved_model.pb").exists()
+
     exported = tmp_path / "policies"
     gin = [arg for p in _SMOKE_GIN for arg in ("--gin_param", p)]
     _run("training.export", "--root_dir", str(root), "--name", "smoke", "--output_dir", str(exported), *gin)

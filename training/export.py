@@ -9,12 +9,18 @@ spec versions, training configuration, iterations, episodes, date), and in
 OUTPUT_DIR/NAME/tf_agents_policy/ a TF-Agents `PolicySaver` export of the same
 policy for TF-Agents users (loading that one needs tensorflow_probability).
 Use it with `keras_lopt.LHOPT(policy="OUTPUT_DIR/NAME")`.
+
+    python -m training.export --snapshot runs/ppo/policies/iteration_00400 --name default [--description ...]
+
+copies a snapshot the run exported itself (train_eval's `export_interval`)
+instead, renamed, e.g. to ship the one benchmarks/validate_policies.py chose.
 """
 
 import argparse
 import json
 import os
 import pathlib
+import shutil
 import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -92,23 +98,50 @@ def export(root_dir, name, output_dir=SAVED_POLICIES, description=""):
     if not (root / "train" / "checkpoint").exists():
         raise ValueError(f"No checkpoint in {root / 'train'}: run `python -m training.train --root_dir {root_dir}` first.")
     target = pathlib.Path(output_dir) / name
-    if target.exists() and any(target.iterdir()):
-        raise ValueError(f"{target} already exists and is not empty; choose another --name or remove it.")
+    _check_target(target)
     agent, _, iteration, episodes = train.create_agent_for_root(str(root))
     return save_policy(agent, target, name, iteration.numpy(), episodes.numpy(), root, description)
 
 
+def _check_target(target):
+    if target.exists() and any(target.iterdir()):
+        raise ValueError(f"{target} already exists and is not empty; choose another --name or remove it.")
+
+
+def copy_snapshot(snapshot, name, output_dir=SAVED_POLICIES, description=""):
+    """Copies an exported policy to `output_dir/name`, with that name (and `description`) in its metadata."""
+    snapshot = pathlib.Path(snapshot)
+    if not (snapshot / keras_lopt.controller.METADATA_FILE).exists():
+        raise ValueError(f"{snapshot} is not an exported policy (no {keras_lopt.controller.METADATA_FILE} in it).")
+    target = pathlib.Path(output_dir) / name
+    _check_target(target)
+    shutil.copytree(snapshot, target, dirs_exist_ok=True)
+    path = target / keras_lopt.controller.METADATA_FILE
+    metadata = json.loads(path.read_text())
+    metadata["extra"]["copied_from"] = metadata["name"]
+    metadata["name"] = name
+    if description:
+        metadata["description"] = description
+    path.write_text(json.dumps(metadata, indent=1))
+    return target
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.splitlines()[0])
-    parser.add_argument("--root_dir", required=True, help="the meta-training run (python -m training.train)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--root_dir", help="the meta-training run (python -m training.train): its latest checkpoint")
+    source.add_argument("--snapshot", help="a policy the run exported (ROOT/policies/iteration_NNNNN)")
     parser.add_argument("--name", required=True, help="the policy's name and directory")
     parser.add_argument("--output_dir", default=str(SAVED_POLICIES), help="default: the package's saved_policies/")
     parser.add_argument("--description", default="")
     parser.add_argument("--gin_file", action="append", default=[], help="the gin files the run used (default ppo.gin)")
     parser.add_argument("--gin_param", action="append", default=[])
     args = parser.parse_args(argv)
-    train.parse_gin(args.gin_file, args.gin_param)
-    path = export(args.root_dir, args.name, args.output_dir, args.description)
+    if args.snapshot:
+        path = copy_snapshot(args.snapshot, args.name, args.output_dir, args.description)
+    else:
+        train.parse_gin(args.gin_file, args.gin_param)
+        path = export(args.root_dir, args.name, args.output_dir, args.description)
     print(f"Exported to {path}; use it with keras_lopt.LHOPT(policy={str(path)!r})")
 
 
