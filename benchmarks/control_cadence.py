@@ -22,8 +22,6 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-
 import keras_lopt  # noqa: E402
 from training import evaluate, tasks  # noqa: E402
 
@@ -40,11 +38,11 @@ def main():
     args = parser.parse_args()
     spec = evaluate.EVALUATION_TASKS[TASK]
     budget = spec.total_steps
-    adam_path = pathlib.Path(args.cache_dir) / f"{spec.key}-adam-{evaluate.ADAM_HORIZON * budget}.json"
-    if not adam_path.exists():
-        sys.exit(f"No cached Adam curve at {adam_path}: run `python -m training.evaluate --tasks {TASK}` first.")
-    adam = json.loads(adam_path.read_text())
-    adam_steps, adam_losses = np.asarray(adam["steps"]), np.asarray(adam["losses"], float)
+    adam = evaluate.read_cached_curve(args.cache_dir, spec, "adam", evaluate.ADAM_HORIZON * budget)
+    if adam is None:
+        sys.exit(f"No cached Adam curve for {TASK} in {args.cache_dir}: run "
+                 f"`python -m training.evaluate --tasks {TASK}` first.")
+    adam_steps, adam_losses, _ = adam
     task = tasks.build_task(spec, evaluation=True)
     rows = []
     for every in args.control_every:

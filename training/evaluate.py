@@ -110,15 +110,28 @@ def _curve(task, optimizer, total_steps, control_every, on_chunk=None):
     return steps, losses, time.perf_counter() - start
 
 
+def _curve_cache_path(cache_dir, spec, contender, total_steps):
+    return pathlib.Path(cache_dir) / f"{spec.key}-{contender}-{total_steps}.json"
+
+
+def read_cached_curve(cache_dir, spec, contender, total_steps):
+    """A cached reference curve as (steps, losses, seconds), or None if absent or from an older version."""
+    path = _curve_cache_path(cache_dir, spec, contender, total_steps)
+    if path.exists():
+        d = json.loads(path.read_text())
+        if d.get("version") == CURVE_CACHE_VERSION:
+            return np.asarray(d["steps"]), np.asarray(d["losses"], float), d["seconds"]
+    return None
+
+
 def _cached_curve(cache_dir, spec, contender, total_steps, make_optimizer, task):
     """A reference curve (no controller involved), read from the cache or run and stored."""
     path = None
     if cache_dir is not None:
-        path = pathlib.Path(cache_dir) / f"{spec.key}-{contender}-{total_steps}.json"
-        if path.exists():
-            d = json.loads(path.read_text())
-            if d.get("version") == CURVE_CACHE_VERSION:
-                return np.asarray(d["steps"]), np.asarray(d["losses"], float), d["seconds"]
+        cached = read_cached_curve(cache_dir, spec, contender, total_steps)
+        if cached is not None:
+            return cached
+        path = _curve_cache_path(cache_dir, spec, contender, total_steps)
     steps, losses, seconds = _curve(task(), make_optimizer(), total_steps, spec.control_every)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
