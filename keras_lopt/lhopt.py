@@ -46,6 +46,13 @@ _CLIP_DENOMINATOR_EPS = 1e-6
 _TRUST_RATIO_MIN_NORM = 1e-8
 _TRUST_RATIO_FLOOR = 1e-3
 
+# With control_every=None the controller acts about AUTO_CONTROL_STEPS times in
+# a run of known length (the packaged controller was meta-trained on runs of
+# 2-128 control steps; far more compounds its per-step moves), and every
+# FALLBACK_CONTROL_EVERY steps while the run length is unknown.
+AUTO_CONTROL_STEPS = 100
+FALLBACK_CONTROL_EVERY = 10
+
 _OWN_ARGUMENTS = tuple(HYPERPARAMETERS) + ("policy", "total_steps", "control_every", "name")
 # Keyword arguments every Keras optimizer accepts, passed on to the base class.
 _BASE_ARGUMENTS = (
@@ -204,8 +211,11 @@ class LHOPT(keras.optimizers.Optimizer):
             steps; the controller uses it to measure progress (the packaged
             controller was meta-trained with it always known: set it, or
             pass `keras_lopt.ControllerCallback()` to `fit`, which does).
-        control_every: Positive int, the number of steps between two calls
-            of the controller. Defaults to `10`.
+        control_every: Optional positive int, the number of steps between
+            two calls of the controller. Defaults to `None`: about
+            `total_steps // 100` (at least 1), so a run has about 100
+            control steps whatever its length, and 10 while `total_steps`
+            is unknown.
         {{base_optimizer_keyword_args}}
     """
 
@@ -221,7 +231,7 @@ class LHOPT(keras.optimizers.Optimizer):
         update_norm_ema=HYPERPARAMETERS["update_norm_ema"][0],
         policy="default",
         total_steps=None,
-        control_every=10,
+        control_every=None,
         name="lhopt",
         **kwargs,
     ):
@@ -243,9 +253,10 @@ class LHOPT(keras.optimizers.Optimizer):
             raise ValueError(
                 f"LHOPT total_steps must be a positive int or None; got {total_steps!r}."
             )
-        if not _is_positive_int(control_every):
+        if control_every is not None and not _is_positive_int(control_every):
             raise ValueError(
-                f"LHOPT control_every must be a positive int like 10; got {control_every!r}."
+                f"LHOPT control_every must be a positive int like 10, or None to follow "
+                f"total_steps; got {control_every!r}."
             )
 
         # The base class's own weight decay would act outside the update.
@@ -253,7 +264,7 @@ class LHOPT(keras.optimizers.Optimizer):
             learning_rate=initial["learning_rate"], weight_decay=None, name=name, **kwargs
         )
         self.initial_hyperparameters = initial
-        self.control_every = int(control_every)
+        self._control_every = None if control_every is None else int(control_every)
         # `_controller` is the in-graph controller; with policy="external" the
         # features are computed but actions come from `apply_action`.
         self._controller = controller
@@ -324,6 +335,8 @@ class LHOPT(keras.optimizers.Optimizer):
             for hp_name, (_, stored_name) in HYPERPARAMETERS.items()
         }
         self._total_steps_variable = variable("total_steps", float(self._total_steps or 0))
+        # A variable, so that a compiled step follows a total_steps set later.
+        self._control_every_variable = variable("control_every", self.control_every, dtype="int64")
         # Validation loss: written eagerly by observe_validation_loss.
         self._val_loss = variable("val_loss", math.nan)
         # (seen, is_nan, is_inf, history CDFs...).
@@ -358,6 +371,17 @@ class LHOPT(keras.optimizers.Optimizer):
         self._total_steps = None if value is None else int(value)
         if self.controller_on:
             self._total_steps_variable.assign(float(self._total_steps or 0))
+            self._control_every_variable.assign(self.control_every)
+
+    @property
+    def control_every(self):
+        """Steps between two controller calls: the constructor's, or with
+        `control_every=None` about `total_steps // AUTO_CONTROL_STEPS`."""
+        if self._control_every is not None:
+            return self._control_every
+        if self._total_steps is None:
+            return FALLBACK_CONTROL_EVERY
+        return max(1, self._total_steps // AUTO_CONTROL_STEPS)
 
     def _require_controller(self, what):
         if not self.controller_on:
@@ -611,7 +635,7 @@ class LHOPT(keras.optimizers.Optimizer):
         current = {name: tf.convert_to_tensor(v) for name, v in self._control_variables.items()}
         count = current["update_count"] + 1
         new = tf.cond(
-            tf.equal(count % self.control_every, 0),
+            tf.equal(count % tf.convert_to_tensor(self._control_every_variable), 0),
             lambda: self._control(grads, variables, step, current, count),
             lambda: dict(current),
         )
@@ -726,7 +750,7 @@ class LHOPT(keras.optimizers.Optimizer):
         config.update(
             policy=policy.get_config() if isinstance(policy, Controller) else policy,
             total_steps=self.total_steps,
-            control_every=self.control_every,
+            control_every=self._control_every,
         )
         return config
 

