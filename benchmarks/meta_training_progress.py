@@ -1,7 +1,8 @@
 """Is the policy learning? Meta-training returns over time, read from a run's episodes.jsonl.
 
 Every episode's return is its final clipped log speedup over the task's Adam
-baseline (0 = as fast as Adam at Keras' defaults, -3 the floor, +3 the cap). For
+baseline (0 = as fast as Adam at Keras' defaults, -3 the floor, log 2 = +0.69 the most
+a final value can be, as Adam's curve is extrapolated to at most twice its budget). For
 consecutive windows of episodes this reports the mean return, the geometric-mean
 speedup, how many episodes hit the floor or beat Adam, the mean return of the
 episodes that started near LHOPT's default learning rate (within 3x; the
@@ -21,8 +22,10 @@ import sys
 
 import numpy as np
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from keras_lopt.lhopt import HYPERPARAMETERS  # noqa: E402
+
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "meta_training_progress.json"
-DEFAULT_LEARNING_RATE = 1e-3  # keras_lopt.LHOPT's default, the evaluation's starting point
 
 
 def _mean(values):
@@ -37,7 +40,7 @@ def summarise(episodes):
     returns = np.array([e["return"] for e in episodes])
     initial_lr = np.array([e["initial_hyperparameters"]["learning_rate"] for e in episodes])
     final_lr = np.array([e["hyperparameters"]["learning_rate"] for e in episodes])
-    near_default = np.abs(np.log(initial_lr / DEFAULT_LEARNING_RATE)) <= math.log(3.0)
+    near_default = np.abs(np.log(initial_lr / HYPERPARAMETERS["learning_rate"][0])) <= math.log(3.0)
     default_start = np.array([e.get("default_start", False) for e in episodes])
     return {
         "episodes": len(episodes),

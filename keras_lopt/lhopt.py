@@ -150,6 +150,10 @@ def _trust_ratio(parameter_norm, mean_update_norm):
     return tf.where(usable, tf.maximum(ratio, _TRUST_RATIO_FLOOR), 1.0)
 
 
+def _validate_all(values):
+    return {name: validate_hyperparameter(name, value) for name, value in values.items()}
+
+
 def _is_positive_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
 
@@ -247,7 +251,7 @@ class LHOPT(keras.optimizers.Optimizer):
             clip_ema=clip_ema,
             update_norm_ema=update_norm_ema,
         )
-        initial = {name: validate_hyperparameter(name, value) for name, value in given.items()}
+        initial = _validate_all(given)
         controller = _make_controller(policy)
         if total_steps is not None and not _is_positive_int(total_steps):
             raise ValueError(
@@ -456,9 +460,7 @@ class LHOPT(keras.optimizers.Optimizer):
 
     def set_hyperparameters(self, **values):
         """Sets hyperparameters by name, e.g. `set_hyperparameters(beta_1=0.95)`."""
-        checked = {name: validate_hyperparameter(name, value) for name, value in values.items()}
-        for name, value in checked.items():
-            self._hyperparameter_variables[name].assign(_stored_value(name, value))
+        self._assign(self._hyperparameter_variables, _validate_all(values))
 
     def reset_hyperparameters(self, **values):
         """Sets hyperparameters as if LHOPT had been constructed with them.
@@ -469,12 +471,16 @@ class LHOPT(keras.optimizers.Optimizer):
         random hyperparameters this way without recompiling the task; do it
         before training starts, not in the middle of a run.
         """
-        checked = {name: validate_hyperparameter(name, value) for name, value in values.items()}
-        self.set_hyperparameters(**checked)
+        checked = _validate_all(values)
+        self._assign(self._hyperparameter_variables, checked)
         self.initial_hyperparameters.update(checked)
         if self.controller_on:
-            for name, value in checked.items():
-                self._reference_hyperparameters[name].assign(_stored_value(name, value))
+            self._assign(self._reference_hyperparameters, checked)
+
+    @staticmethod
+    def _assign(variables, values):
+        for name, value in values.items():
+            variables[name].assign(_stored_value(name, value))
 
     def apply_action(self, action):
         """Moves the hyperparameters by one controller action.

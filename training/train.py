@@ -20,6 +20,7 @@ import functools
 import json
 import os
 import pathlib
+import shutil
 import sys
 import time
 
@@ -131,8 +132,13 @@ def _export_snapshot(agent, root, iteration, episodes):
 
     name = f"iteration_{iteration:05d}"
     target = root / "policies" / name
-    if not target.exists():
-        export.save_policy(agent, target, name, iteration, episodes, root)
+    if target.exists():
+        return
+    # Written beside and renamed, so a run killed mid-export leaves no partial snapshot.
+    partial = target.with_name(f".{name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    export.save_policy(agent, partial, name, iteration, episodes, root)
+    partial.rename(target)
 
 
 @gin.configurable
