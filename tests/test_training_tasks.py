@@ -1,5 +1,6 @@
 """Meta-training tasks: data, sampler, chunked runner, baselines and reward."""
 
+import collections
 import dataclasses
 import json
 import math
@@ -112,6 +113,14 @@ def test_sampler_is_deterministic_and_varied():
         assert not data.is_evaluation_only(spec.dataset)
     learning_rates = [s.initial_hyperparameters["learning_rate"] for s in specs]
     assert min(learning_rates) < 1e-4 and max(learning_rates) > 1e-2  # lr x log-uniform[1e-2, 1e2]
+
+
+def test_pool_tasks_give_every_family_the_same_share():
+    pool = [tasks.sample_pool_task(seed) for seed in range(2 * len(tasks.FAMILIES))]
+    assert collections.Counter(s.family for s in pool) == {f: 2 for f in tasks.FAMILIES}
+    assert len({s.key for s in pool}) == len(pool)
+    assert pool == [tasks.sample_pool_task(seed) for seed in range(len(pool))]
+    assert {tasks.sample_pool_task(s, families=("quadratic",)).family for s in range(3)} == {"quadratic"}
 
 
 def test_initial_hyperparameters_respect_action_bounds():

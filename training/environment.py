@@ -93,6 +93,8 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
         seed: seeds the choice of tasks (give parallel workers different seeds).
         task_seeds: the pool of task seeds to draw from (`tasks.sample_task`).
         families: task families to sample from.
+        balance_families: give every family the same share of `task_seeds`
+            (`tasks.sample_pool_task`) instead of drawing each task's family.
         min_steps, max_steps: step budget range of sampled tasks.
         baseline_dir: where Adam baselines are cached (see training/baselines.py).
         stats_path: if given, one JSON line per finished episode is appended
@@ -112,13 +114,14 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
 
     def __init__(self, seed=0, task_seeds=range(256), families=tasks.FAMILIES, min_steps=tasks.MIN_STEPS,
                  max_steps=tasks.MAX_STEPS, baseline_dir=None, stats_path=None, max_cached_runs=8, warm_up=False,
-                 worker=(0, 1), default_start_probability=0.0):
+                 worker=(0, 1), default_start_probability=0.0, balance_families=False):
         super().__init__(handle_auto_reset=True)
         self._rng = np.random.default_rng(seed)
         self._task_seeds = list(task_seeds)
         if not self._task_seeds:
             raise ValueError("task_seeds is empty: give at least one task seed.")
         self._families = tuple(families)
+        self._sample = tasks.sample_pool_task if balance_families else tasks.sample_task
         self._step_range = (min_steps, max_steps)
         self._baselines = baselines.BaselineCache(baseline_dir)
         self._stats_path = stats_path
@@ -135,8 +138,8 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
             self.warm_up()
 
     def _spec(self, seed):
-        return tasks.sample_task(seed, families=self._families, min_steps=self._step_range[0],
-                                 max_steps=self._step_range[1])
+        return self._sample(seed, families=self._families, min_steps=self._step_range[0],
+                            max_steps=self._step_range[1])
 
     def warm_up(self):
         """Computes missing baselines and compiles every pool task's run; returns the seconds taken."""

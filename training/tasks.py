@@ -214,6 +214,14 @@ def sample_task(seed, families=FAMILIES, min_steps=MIN_STEPS, max_steps=MAX_STEP
     )
 
 
+def sample_pool_task(seed, families=FAMILIES, min_steps=MIN_STEPS, max_steps=MAX_STEPS):
+    """Like `sample_task`, but the family is `families[seed % len(families)]`: a pool
+    of consecutive seeds has every family equally often (a small pool drawn at random
+    had one character-LM task in 36)."""
+    family = tuple(families)[int(seed) % len(families)]
+    return sample_task(seed, families=(family,), min_steps=min_steps, max_steps=max_steps)
+
+
 # --- Building ---------------------------------------------------------------------
 
 

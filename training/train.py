@@ -150,6 +150,7 @@ def train_eval(
     task_pool_size=64,
     first_task_seed=0,
     families=tasks.FAMILIES,
+    balance_families=False,
     min_steps=tasks.MIN_STEPS,
     max_steps=tasks.MAX_STEPS,
     checkpoint_interval=1,
@@ -188,6 +189,7 @@ def train_eval(
             warm_up=warm_up,
             worker=(index, num_parallel_environments),
             default_start_probability=default_start_probability,
+            balance_families=balance_families,
         )
         for index in range(num_parallel_environments)
     ]
