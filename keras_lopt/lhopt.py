@@ -47,10 +47,12 @@ _TRUST_RATIO_MIN_NORM = 1e-8
 _TRUST_RATIO_FLOOR = 1e-3
 
 # With control_every=None the controller acts about AUTO_CONTROL_STEPS times in
-# a run of known length (the packaged controller was meta-trained on runs of
-# 2-128 control steps; far more compounds its per-step moves), and every
-# FALLBACK_CONTROL_EVERY steps while the run length is unknown.
-AUTO_CONTROL_STEPS = 100
+# a run of known length, and every FALLBACK_CONTROL_EVERY steps while the run
+# length is unknown. The packaged controller was meta-trained on runs of 2-128
+# control steps; acting far more often compounds its per-step moves. 50 scored
+# best of 25, 50 and 100 on validation tasks
+# (benchmarks/results/validate_control_steps.md).
+AUTO_CONTROL_STEPS = 50
 FALLBACK_CONTROL_EVERY = 10
 
 _OWN_ARGUMENTS = tuple(HYPERPARAMETERS) + ("policy", "total_steps", "control_every", "name")
@@ -217,9 +219,9 @@ class LHOPT(keras.optimizers.Optimizer):
             pass `keras_lopt.ControllerCallback()` to `fit`, which does).
         control_every: Optional positive int, the number of steps between
             two calls of the controller. Defaults to `None`: about
-            `total_steps // 100` (at least 1), so a run has about 100
-            control steps whatever its length, and 10 while `total_steps`
-            is unknown.
+            `total_steps // 50` (at least 1), so a run has about 50 control
+            steps whatever its length, and 10 while `total_steps` is
+            unknown.
         {{base_optimizer_keyword_args}}
     """
 

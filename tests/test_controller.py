@@ -71,14 +71,14 @@ def test_default_cadence_follows_total_steps_in_the_compiled_step(doubling_contr
     _fit(model, 2, x, y)  # steps 1-16: the controller acts at step 10
     assert opt.hyperparameters["learning_rate"] == pytest.approx(1e-5 * 2, rel=1e-5)
     train_function = model.train_function
-    opt.total_steps = 400  # about 100 control steps: every 4
+    opt.total_steps = 4 * keras_lopt.lhopt.AUTO_CONTROL_STEPS  # every 4
     assert opt.control_every == 4
     _fit(model, 3, x, y)  # steps 17-40: at 20, 24, ..., 40
     assert model.train_function is train_function  # not retraced: the cadence is a variable
     assert opt.hyperparameters["learning_rate"] == pytest.approx(1e-5 * 2**7, rel=1e-5)
     assert opt.get_config()["control_every"] is None  # a reloaded optimizer keeps following total_steps
-    assert LHOPT(total_steps=50).control_every == 1
-    assert LHOPT(total_steps=20000).control_every == 200
+    assert LHOPT(total_steps=keras_lopt.lhopt.AUTO_CONTROL_STEPS - 1).control_every == 1
+    assert LHOPT(total_steps=20000).control_every == 20000 // keras_lopt.lhopt.AUTO_CONTROL_STEPS
     assert LHOPT(total_steps=20000, control_every=7).control_every == 7
 
 
