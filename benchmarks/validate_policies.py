@@ -4,8 +4,9 @@ Picking a checkpoint by its score on the held-out evaluation (training/evaluate.
 would make that score optimistic, so candidates are compared here instead: tasks
 drawn by the meta-training sampler with seeds outside the training pool (default
 1000-1011; the pool uses 0-35), every run starting from LHOPT's default
-hyperparameters and at LHOPT's default control cadence (about 100 control steps
-per run, or --control_steps per run) as a user's would, scored by the meta-training reward (clipped
+hyperparameters and at LHOPT's default control cadence (about
+keras_lopt.lhopt.AUTO_CONTROL_STEPS control steps per run, or --control_steps) as a
+user's would, scored by the meta-training reward (clipped
 log speedup over the task's cached Adam baseline; 0 = Adam's pace, -3 the floor,
 log 2 = +0.69 the most a final score can be, as Adam's curve is extrapolated to at
 most twice its budget). LHOPT with its controller off is always included as a reference,
