@@ -1,9 +1,10 @@
 """How often the controller acts, on the held-out long run: LHOPT(default) with several `control_every`.
 
-Meta-training episodes have 2-128 control steps (tasks.MAX_CONTROL_STEPS). The
-evaluation's long diamonds run (20,000 steps) acts every 50 steps, i.e. 400
-control steps, outside that range. This runs the same task and budget with
-other intervals and scores each final eval loss as training/evaluate.py does
+Meta-training episodes have 2-128 control steps (tasks.MAX_CONTROL_STEPS). At a
+fixed interval of 50 the evaluation's long diamonds run (20,000 steps) has 400
+control steps, outside that range (the evaluation now uses LHOPT's default
+interval, which follows total_steps). This runs the same task and budget with
+given intervals and scores each final eval loss as training/evaluate.py does
 (speedup over Adam at its defaults, from the evaluation's cached Adam curve,
 capped at 3x). Exploratory: it informs how LHOPT should pick its interval; it
 is not the evaluation and must not be used to choose a policy.

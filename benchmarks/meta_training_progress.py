@@ -93,7 +93,7 @@ def main():
         "do; the last-but-one column).",
         "",
         "| episodes | mean return | geometric-mean speedup | at floor | beating Adam | mean return, initial lr "
-        "within 3x of 1e-3 (n) | mean return, started at LHOPT's defaults (n) | mean log2(final lr / initial lr) |",
+        f"within 3x of {HYPERPARAMETERS['learning_rate'][0]:g} (n) | mean return, started at LHOPT's defaults (n) | mean log2(final lr / initial lr) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for w in result["windows"]:

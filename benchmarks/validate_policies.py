@@ -31,6 +31,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 import keras_lopt  # noqa: E402
+from keras_lopt.lhopt import control_every_for  # noqa: E402
 from training import baselines, reward, runner, tasks  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "validate_policies.json"
@@ -45,7 +46,7 @@ def score(spec, task, baseline, policy, lr_factor=1.0, control_steps=None):
     """Clipped log speedup over the Adam baseline of LHOPT (defaults, `policy`, lr scaled by `lr_factor`,
     acting about `control_steps` times in the run, or at its default cadence)."""
     learning_rate = tasks.default_hyperparameters()["learning_rate"] * lr_factor
-    control_every = None if control_steps is None else max(1, spec.total_steps // control_steps)
+    control_every = None if control_steps is None else control_every_for(spec.total_steps, control_steps)
     optimizer = keras_lopt.LHOPT(learning_rate=learning_rate, policy=policy, total_steps=spec.total_steps,
                                  control_every=control_every)
     steps, losses = runner.TaskRun(task, optimizer).run()

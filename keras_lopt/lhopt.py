@@ -152,6 +152,11 @@ def _trust_ratio(parameter_norm, mean_update_norm):
     return tf.where(usable, tf.maximum(ratio, _TRUST_RATIO_FLOOR), 1.0)
 
 
+def control_every_for(total_steps, control_steps=AUTO_CONTROL_STEPS):
+    """The interval at which a run of `total_steps` has about `control_steps` control steps (at least 1)."""
+    return max(1, total_steps // control_steps)
+
+
 def _validate_all(values):
     return {name: validate_hyperparameter(name, value) for name, value in values.items()}
 
@@ -387,7 +392,7 @@ class LHOPT(keras.optimizers.Optimizer):
             return self._control_every
         if self._total_steps is None:
             return FALLBACK_CONTROL_EVERY
-        return max(1, self._total_steps // AUTO_CONTROL_STEPS)
+        return control_every_for(self._total_steps)
 
     def _require_controller(self, what):
         if not self.controller_on:

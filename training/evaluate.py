@@ -153,8 +153,8 @@ def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None):
 
     import keras_lopt
 
-    budget = max(spec.control_every, int(spec.total_steps * scale) // spec.control_every * spec.control_every)
     eval_every = spec.control_every
+    budget = max(eval_every, int(spec.total_steps * scale) // eval_every * eval_every)
     spec = dataclasses.replace(spec, control_steps=budget // eval_every)
     task = functools.cache(lambda: tasks.build_task(spec, evaluation=True))
     reference = functools.partial(_cached_curve, cache_dir, spec, task=task)
