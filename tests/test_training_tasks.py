@@ -4,6 +4,8 @@ import collections
 import dataclasses
 import json
 import math
+import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -121,6 +123,28 @@ def test_pool_tasks_give_every_family_the_same_share():
     assert len({s.key for s in pool}) == len(pool)
     assert pool == [tasks.sample_pool_task(seed) for seed in range(len(pool))]
     assert {tasks.sample_pool_task(s, families=("quadratic",)).family for s in range(3)} == {"quadratic"}
+
+
+def test_control_steps_range_changes_only_the_control_steps():
+    for seed in range(40):
+        wide = tasks.sample_task(seed)
+        narrow = tasks.sample_task(seed, min_control_steps=32, max_control_steps=80)
+        assert 32 <= narrow.control_steps <= 80
+        # Same sampled budget, split differently (each split drops under one control step of it).
+        assert abs(narrow.total_steps - wide.total_steps) < max(narrow.control_steps, wide.control_steps)
+        assert dataclasses.replace(narrow, control_steps=wide.control_steps, control_every=wide.control_every) == wide
+    assert tasks.sample_pool_task(7, min_control_steps=50, max_control_steps=50).control_steps == 50
+    for low, high in ((90, 80), (0, 10), (2, tasks.MAX_CONTROL_STEPS + 1)):
+        with pytest.raises(ValueError, match="min_control_steps <= max_control_steps"):
+            tasks.sample_task(0, min_control_steps=low, max_control_steps=high)
+
+
+def test_training_config_trains_around_the_deployed_cadence():
+    from keras_lopt.lhopt import AUTO_CONTROL_STEPS
+
+    config = (pathlib.Path(tasks.__file__).parent / "configs" / "ppo.gin").read_text()
+    bindings = {k: int(v) for k, v in re.findall(r"^train_eval\.(m\w+_control_steps) = (\d+)", config, re.M)}
+    assert bindings["min_control_steps"] <= AUTO_CONTROL_STEPS <= bindings["max_control_steps"]
 
 
 def test_initial_hyperparameters_respect_action_bounds():

@@ -96,6 +96,8 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
         balance_families: give every family the same share of `task_seeds`
             (`tasks.sample_pool_task`) instead of drawing each task's family.
         min_steps, max_steps: step budget range of sampled tasks.
+        min_control_steps, max_control_steps: range of their control steps
+            (log-uniform; `tasks.sample_task`).
         baseline_dir: where Adam baselines are cached (see training/baselines.py).
         stats_path: if given, one JSON line per finished episode is appended
             here (return, speedup, timings, final hyperparameters).
@@ -114,7 +116,8 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
 
     def __init__(self, seed=0, task_seeds=range(256), families=tasks.FAMILIES, min_steps=tasks.MIN_STEPS,
                  max_steps=tasks.MAX_STEPS, baseline_dir=None, stats_path=None, max_cached_runs=8, warm_up=False,
-                 worker=(0, 1), default_start_probability=0.0, balance_families=False):
+                 worker=(0, 1), default_start_probability=0.0, balance_families=False,
+                 min_control_steps=tasks.MIN_CONTROL_STEPS, max_control_steps=tasks.MAX_CONTROL_STEPS):
         super().__init__(handle_auto_reset=True)
         self._rng = np.random.default_rng(seed)
         self._task_seeds = list(task_seeds)
@@ -122,7 +125,9 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
             raise ValueError("task_seeds is empty: give at least one task seed.")
         self._families = tuple(families)
         self._sample = tasks.sample_pool_task if balance_families else tasks.sample_task
-        self._step_range = (min_steps, max_steps)
+        tasks.check_control_steps_range(min_control_steps, max_control_steps)
+        self._ranges = {"min_steps": min_steps, "max_steps": max_steps,
+                        "min_control_steps": min_control_steps, "max_control_steps": max_control_steps}
         self._baselines = baselines.BaselineCache(baseline_dir)
         self._stats_path = stats_path
         self._runs = collections.OrderedDict()
@@ -138,8 +143,7 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
             self.warm_up()
 
     def _spec(self, seed):
-        return self._sample(seed, families=self._families, min_steps=self._step_range[0],
-                            max_steps=self._step_range[1])
+        return self._sample(seed, families=self._families, **self._ranges)
 
     def warm_up(self):
         """Computes missing baselines and compiles every pool task's run; returns the seconds taken."""

@@ -190,16 +190,34 @@ def _sample_family_settings(family, rng):
     raise ValueError(f"Unknown task family '{family}'. Known: {', '.join(FAMILIES)}.")
 
 
-def sample_task(seed, families=FAMILIES, min_steps=MIN_STEPS, max_steps=MAX_STEPS):
-    """Draws one task; the same arguments always give the same `TaskSpec`."""
+def check_control_steps_range(min_control_steps, max_control_steps):
+    """Raises a ValueError unless 1 <= min_control_steps <= max_control_steps <= MAX_CONTROL_STEPS."""
+    if not 1 <= min_control_steps <= max_control_steps <= MAX_CONTROL_STEPS:
+        raise ValueError(
+            f"Control steps per episode must satisfy 1 <= min_control_steps <= max_control_steps <= "
+            f"{MAX_CONTROL_STEPS} (tasks.MAX_CONTROL_STEPS, which sizes the replay buffer); got "
+            f"min_control_steps={min_control_steps!r}, max_control_steps={max_control_steps!r}."
+        )
+
+
+def sample_task(seed, families=FAMILIES, min_steps=MIN_STEPS, max_steps=MAX_STEPS,
+                min_control_steps=MIN_CONTROL_STEPS, max_control_steps=MAX_CONTROL_STEPS):
+    """Draws one task; the same arguments always give the same `TaskSpec`.
+
+    The step budget is log-uniform in [min_steps, max_steps] and the number of
+    control steps log-uniform in [min_control_steps, max_control_steps] (at most
+    the budget); narrowing the latter only changes the control steps of a seed's
+    task, not its model, data or initial hyperparameters.
+    """
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         raise ValueError(f"Unknown task families {unknown}. Known: {', '.join(FAMILIES)}.")
+    check_control_steps_range(min_control_steps, max_control_steps)
     rng = np.random.default_rng([int(seed), 7919])
     family = _choice(rng, tuple(families))
     dataset, model, loss, batch_size = _sample_family_settings(family, rng)
     total = _log_int(rng, min_steps, max_steps)
-    control_steps = min(_log_int(rng, MIN_CONTROL_STEPS, MAX_CONTROL_STEPS), total)
+    control_steps = min(_log_int(rng, min_control_steps, max_control_steps), total)
     control_every = max(1, total // control_steps)
     return TaskSpec(
         family=family,
@@ -214,12 +232,12 @@ def sample_task(seed, families=FAMILIES, min_steps=MIN_STEPS, max_steps=MAX_STEP
     )
 
 
-def sample_pool_task(seed, families=FAMILIES, min_steps=MIN_STEPS, max_steps=MAX_STEPS):
-    """Like `sample_task`, but the family is `families[seed % len(families)]`: a pool
-    of consecutive seeds has every family equally often (a small pool drawn at random
-    had one character-LM task in 36)."""
+def sample_pool_task(seed, families=FAMILIES, **ranges):
+    """Like `sample_task` (same `ranges` keywords), but the family is
+    `families[seed % len(families)]`: a pool of consecutive seeds has every family
+    equally often (a small pool drawn at random had one character-LM task in 36)."""
     family = tuple(families)[int(seed) % len(families)]
-    return sample_task(seed, families=(family,), min_steps=min_steps, max_steps=max_steps)
+    return sample_task(seed, families=(family,), **ranges)
 
 
 # --- Building ---------------------------------------------------------------------

@@ -153,6 +153,8 @@ def train_eval(
     balance_families=False,
     min_steps=tasks.MIN_STEPS,
     max_steps=tasks.MAX_STEPS,
+    min_control_steps=tasks.MIN_CONTROL_STEPS,
+    max_control_steps=tasks.MAX_CONTROL_STEPS,
     checkpoint_interval=1,
     seed=0,
     baseline_dir=None,
@@ -163,6 +165,7 @@ def train_eval(
     log=print,
 ):
     """Runs (or resumes) meta-training in `root_dir`; returns the last progress line."""
+    tasks.check_control_steps_range(min_control_steps, max_control_steps)  # here, not in a worker process
     root = pathlib.Path(root_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
     episodes_path = root / EPISODES_FILE
@@ -183,6 +186,8 @@ def train_eval(
             families=tuple(families),
             min_steps=min_steps,
             max_steps=max_steps,
+            min_control_steps=min_control_steps,
+            max_control_steps=max_control_steps,
             baseline_dir=baseline_dir,
             stats_path=str(episodes_path),
             max_cached_runs=max_cached_runs,
