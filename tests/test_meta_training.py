@@ -105,6 +105,40 @@ print("fit ok", optimizer.hyperparameters["learning_rate"])
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0 and "fit ok" in result.stdout, result.stderr[-4000:]
 
+    # A new run can start from the exported policy (fine-tuning) instead of random weights.
+    script = f"""
+from training import train  # first: it selects Keras 2 for TF-Agents before TensorFlow loads
+import numpy as np, tensorflow as tf
+train.parse_gin([], {_SMOKE_GIN!r})
+agent = train.create_agent_for_root({str(tmp_path / "fresh")!r})[0]
+saved = [v.numpy() for v in tf.saved_model.load({str(policy / "tf_agents_policy")!r}).model_variables]
+before = [v.numpy() for v in agent.policy.variables()]
+assert not all(np.array_equal(a, b) for a, b in zip(before, saved)), "a fresh agent already had the weights"
+train.warm_start(agent, {str(policy)!r})
+after = [v.numpy() for v in agent.policy.variables()]
+assert len(after) == len(saved) and all(np.array_equal(a, b) for a, b in zip(after, saved))
+print("warm start ok", len(saved))
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0 and "warm start ok" in result.stdout, result.stderr[-4000:]
+    finetune = tmp_path / "finetune"
+    out = _run("training.train", "--root_dir", str(finetune), "--init_policy", str(policy), *_gin_args(1),
+               "--gin_param", "train_eval.export_interval=1")
+    assert "Starting from the policy" in out and "iteration 1/1" in out
+    snapshot = json.loads((finetune / "policies" / "iteration_00001" / "keras_lopt_controller.json").read_text())
+    recorded = snapshot["extra"]["gin_config"]  # gin may wrap the long binding over two lines
+    assert "train_eval.init_policy =" in recorded and str(policy) in recorded, recorded
+
+
+def test_train_init_policy_must_be_an_exported_policy(tmp_path):
+    command = [sys.executable, "-m", "training.train", "--root_dir", str(tmp_path / "run"),
+               "--init_policy", str(tmp_path / "missing")]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode != 0 and "no such directory" in result.stderr
+    assert not (tmp_path / "run" / "train").exists()  # failed before starting workers or the agent
+
 
 def test_environment_episode_rewards_telescope(tmp_path):
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")

