@@ -41,6 +41,23 @@ def test_sklearn_and_image_data():
     assert images.x_train.shape[1:] == (8, 8, 1) and images.num_classes == 10
 
 
+def test_generated_images_are_deterministic_learnable_and_drawn_for_image_tasks():
+    images = data.load_arrays("generated:images16")
+    assert images.x_train.shape == (12000, 16, 16, 1) and images.x_test.shape == (2000, 16, 16, 1)
+    assert set(np.unique(images.y_train)) == set(range(10)) and images.num_classes == 10
+    assert np.array_equal(data.generated_images.__wrapped__(16).x_test, images.x_test)  # same data on every call
+    # Class structure a nearest-class-mean rule already finds (chance is 10%), with overlap left for a model to learn.
+    flat = images.x_train.reshape(len(images.x_train), -1)
+    means = np.stack([flat[images.y_train == c].mean(0) for c in range(10)])
+    test = images.x_test.reshape(len(images.x_test), -1)
+    accuracy = np.mean(np.argmin(((test[:, None] - means[None]) ** 2).sum(-1), 1) == images.y_test)
+    assert 0.2 < accuracy < 0.95, accuracy
+    with pytest.raises(ValueError, match="sides"):
+        data.load_arrays("generated:images20")
+    drawn = {tasks.sample_task(seed, families=("image_mlp", "image_cnn")).dataset for seed in range(40)}
+    assert drawn == {"sklearn:digits_images", "generated:images16", "generated:images28"}
+
+
 @pytest.mark.skipif(not data.FASHION_MNIST_DIR.exists(), reason="needs Debian's dataset-fashion-mnist (.ci/run installs it)")
 def test_fashion_mnist_is_loaded_for_evaluation_only():
     arrays = data.fashion_mnist()
