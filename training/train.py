@@ -99,8 +99,7 @@ def warm_start(agent, policy):
     directory = tf_agents_policy_directory(policy)
     source = list(tf.saved_model.load(str(directory)).model_variables)
     target = agent.policy.variables()
-    shapes = [tuple(v.shape) for v in source], [tuple(v.shape) for v in target]
-    if shapes[0] != shapes[1]:
+    if [tuple(v.shape) for v in source] != [tuple(v.shape) for v in target]:
         raise ValueError(
             f"The policy in {directory.parent} does not fit this agent ({len(source)} variables vs "
             f"{len(target)}, or different shapes): it was trained with other network sizes (create_networks) "
