@@ -15,6 +15,9 @@ untrained controller starts from, and what a fixed learning rate alone gives).
 
     python benchmarks/validate_policies.py --policies saved_policies/a saved_policies/b [--lr_factors 1 10] [--tasks 12]
         [--control_steps 30 100] [--families image_mlp]
+    # long runs, as in meta-training's long-run pool:
+    python benchmarks/validate_policies.py --policies ... --families quadratic image_mlp tabular_mlp \
+        --min_steps 4000 --max_steps 20000 --tasks 9 --first_seed 3000
     # writes benchmarks/results/validate_policies.json and .md
 """
 
@@ -53,9 +56,9 @@ def score(spec, task, baseline, policy, lr_factor=1.0, control_steps=None):
     return reward.log_speedup(baseline.fit, float(losses[-1]), int(steps[-1]))
 
 
-def score_task(seed, max_steps, contenders, families=tasks.FAMILIES):
+def score_task(seed, min_steps, max_steps, contenders, families=tasks.FAMILIES):
     """One validation task's row: every contender's score on it."""
-    spec = tasks.sample_task(seed, families=families, max_steps=max_steps)
+    spec = tasks.sample_task(seed, families=families, min_steps=min_steps, max_steps=max_steps)
     task = tasks.build_task(spec)
     baseline = baselines.BaselineCache().get(spec, task)
     scores = {name: score(spec, task, baseline, *contender) for name, contender in contenders.items()}
@@ -71,11 +74,14 @@ def main():
                         help="run each policy acting about this many times per run (default: LHOPT's default cadence)")
     parser.add_argument("--tasks", type=int, default=12)
     parser.add_argument("--first_seed", type=int, default=1000, help="task seeds (default: outside the training pool)")
+    parser.add_argument("--min_steps", type=int, default=tasks.MIN_STEPS)
     parser.add_argument("--max_steps", type=int, default=500)
     parser.add_argument("--families", nargs="+", default=list(tasks.FAMILIES), choices=tasks.FAMILIES,
                         metavar="FAMILY", help="draw tasks from these families only (default: all)")
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args()
+    if not 1 <= args.min_steps <= args.max_steps:
+        parser.error(f"need 1 <= --min_steps <= --max_steps; got {args.min_steps} and {args.max_steps}.")
     from keras_lopt import controller
 
     for policy in args.policies:
@@ -94,7 +100,7 @@ def main():
     # section memory" (vm.max_map_count here is 65530), even with the runs deleted.
     with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
         for seed in range(args.first_seed, args.first_seed + args.tasks):
-            row = pool.apply(score_task, (seed, args.max_steps, contenders, tuple(args.families)))
+            row = pool.apply(score_task, (seed, args.min_steps, args.max_steps, contenders, tuple(args.families)))
             rows.append(row)
             print(row["family"], {name: round(value, 2) for name, value in row["scores"].items()}, flush=True)
 

@@ -14,6 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Two tiny tasks, small networks, two iterations: a smoke run, not a result.
 _SMOKE_GIN = [
     "train_eval.task_pool_size=2",
+    "train_eval.long_run_pool_size=0",
     "train_eval.families=('quadratic', 'tabular_mlp')",
     "train_eval.min_steps=20",
     "train_eval.max_steps=60",
@@ -172,6 +173,25 @@ def test_environment_episode_rewards_telescope(tmp_path):
         env.step(tuple(np.int32(a) for a in bad))
     huge = environment._bounded([np.nan, np.inf, -np.inf, 1e21, 0.5])
     np.testing.assert_array_equal(huge, np.float32([0.0, 1e3, -1e3, 1e3, 0.5]))
+
+
+def test_environment_long_task_seeds_are_long_runs_of_cheap_families(tmp_path):
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from training import environment, tasks
+
+    env = environment.LHOPTEnvironment(task_seeds=range(6), long_task_seeds=range(6, 12), balance_families=True,
+                                       baseline_dir=tmp_path / "baselines")
+    short = [env._spec(seed) for seed in range(6)]
+    long = [env._spec(seed) for seed in range(6, 12)]
+    assert {s.family for s in short} == set(tasks.FAMILIES)
+    assert {s.family for s in long} == set(tasks.LONG_RUN_FAMILIES)
+    assert all(s.total_steps <= tasks.MAX_STEPS for s in short)
+    assert all(tasks.LONG_RUN_MIN_STEPS * 0.9 <= s.total_steps <= tasks.LONG_RUN_MAX_STEPS for s in long)
+    assert sorted({env._spec(s).key for s in env._task_seeds}) == sorted({s.key for s in short + long})
+    with pytest.raises(ValueError, match="both task_seeds and long_task_seeds"):
+        environment.LHOPTEnvironment(task_seeds=(1, 2), long_task_seeds=(2, 3))
+    with pytest.raises(ValueError, match="long-run families"):
+        environment.LHOPTEnvironment(task_seeds=(1,), long_task_seeds=(2,), families=("char_lm",))
 
 
 def test_environment_draws_each_episodes_start(tmp_path):

@@ -96,6 +96,9 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
         balance_families: give every family the same share of `task_seeds`
             (`tasks.sample_pool_task`) instead of drawing each task's family.
         min_steps, max_steps: step budget range of sampled tasks.
+        long_task_seeds: more pool seeds, whose tasks are long runs
+            (`tasks.LONG_RUN_FAMILIES` among `families`, budgets of
+            `tasks.LONG_RUN_MIN_STEPS` to `tasks.LONG_RUN_MAX_STEPS`).
         min_control_steps, max_control_steps: range of their control steps
             (log-uniform; `tasks.sample_task`).
         baseline_dir: where Adam baselines are cached (see training/baselines.py).
@@ -117,13 +120,22 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
     def __init__(self, seed=0, task_seeds=range(256), families=tasks.FAMILIES, min_steps=tasks.MIN_STEPS,
                  max_steps=tasks.MAX_STEPS, baseline_dir=None, stats_path=None, max_cached_runs=8, warm_up=False,
                  worker=(0, 1), default_start_probability=0.0, balance_families=False,
-                 min_control_steps=tasks.MIN_CONTROL_STEPS, max_control_steps=tasks.MAX_CONTROL_STEPS):
+                 min_control_steps=tasks.MIN_CONTROL_STEPS, max_control_steps=tasks.MAX_CONTROL_STEPS,
+                 long_task_seeds=()):
         super().__init__(handle_auto_reset=True)
         self._rng = np.random.default_rng(seed)
-        self._task_seeds = list(task_seeds)
-        if not self._task_seeds:
+        if not task_seeds:
             raise ValueError("task_seeds is empty: give at least one task seed.")
+        self._long_task_seeds = set(long_task_seeds)
+        if self._long_task_seeds & set(task_seeds):
+            raise ValueError(f"Seeds {sorted(self._long_task_seeds & set(task_seeds))} are in both task_seeds and "
+                             "long_task_seeds; a seed is one task, give it to one of them.")
+        self._task_seeds = list(task_seeds) + sorted(self._long_task_seeds)
         self._families = tuple(families)
+        self._long_run_families = tuple(f for f in tasks.LONG_RUN_FAMILIES if f in self._families)
+        if self._long_task_seeds and not self._long_run_families:
+            raise ValueError(f"long_task_seeds need one of the long-run families {tasks.LONG_RUN_FAMILIES} "
+                             f"among families={self._families}.")
         self._sample = tasks.sample_pool_task if balance_families else tasks.sample_task
         tasks.check_control_steps_range(min_control_steps, max_control_steps)
         self._ranges = {"min_steps": min_steps, "max_steps": max_steps,
@@ -143,6 +155,9 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
             self.warm_up()
 
     def _spec(self, seed):
+        if seed in self._long_task_seeds:
+            ranges = {**self._ranges, "min_steps": tasks.LONG_RUN_MIN_STEPS, "max_steps": tasks.LONG_RUN_MAX_STEPS}
+            return self._sample(seed, families=self._long_run_families, **ranges)
         return self._sample(seed, families=self._families, **self._ranges)
 
     def warm_up(self):

@@ -186,6 +186,7 @@ def train_eval(
     collect_episodes_per_iteration=8,
     task_pool_size=64,
     first_task_seed=0,
+    long_run_pool_size=0,
     families=tasks.FAMILIES,
     balance_families=False,
     min_steps=tasks.MIN_STEPS,
@@ -205,6 +206,8 @@ def train_eval(
     """Runs (or resumes) meta-training in `root_dir`; returns the last progress line.
 
     `init_policy`: an exported policy a new run starts from (see `warm_start`).
+    `long_run_pool_size`: long-run tasks added to the pool (`environment.LHOPTEnvironment`'s
+    `long_task_seeds`), with the seeds after the `task_pool_size` ones.
     """
     tasks.check_control_steps_range(min_control_steps, max_control_steps)  # here, not in a worker process
     if init_policy:
@@ -219,6 +222,8 @@ def train_eval(
         f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid={os.getpid()}\n")
     baseline_dir = baseline_dir or str(root / "baselines")
     task_seeds = tuple(range(first_task_seed, first_task_seed + task_pool_size))
+    long_first_seed = first_task_seed + task_pool_size
+    long_task_seeds = tuple(range(long_first_seed, long_first_seed + long_run_pool_size))
     startup = {"start": start_index}
 
     constructors = [
@@ -226,6 +231,7 @@ def train_eval(
             environment.LHOPTEnvironment,
             seed=[seed, start_index, index],
             task_seeds=task_seeds,
+            long_task_seeds=long_task_seeds,
             families=tuple(families),
             min_steps=min_steps,
             max_steps=max_steps,
