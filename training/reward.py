@@ -25,6 +25,9 @@ CLIP = 3.0
 # 3x, as far as the evaluation measures Adam (training/evaluate.py's ADAM_HORIZON).
 MAX_EXTRAPOLATION = 3.0
 MAX_LOG_SPEEDUP = math.log(MAX_EXTRAPOLATION)  # the most a final score can be
+# How to read a score, for results files.
+SCALE = (f"0 = Adam's pace, -{CLIP:g} floor, +{MAX_LOG_SPEEDUP:.2f} = log {MAX_EXTRAPOLATION:g} the most a final value "
+         f"can reach, since Adam's curve is extrapolated to at most {MAX_EXTRAPOLATION:g}x its budget")
 
 
 @dataclasses.dataclass(frozen=True)
