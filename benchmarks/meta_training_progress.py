@@ -9,7 +9,8 @@ speedup, how many episodes hit the floor or beat Adam, the mean return of the
 episodes that started near LHOPT's default learning rate (within 3x; the
 evaluation starts there) and of those that started exactly at LHOPT's defaults
 (runs with `default_start_probability` > 0), and how far the policy moved the learning rate
-(mean log2 of final over initial lr). Per family: first window against last.
+(mean log2 of final over initial lr). Per family: first window against last, with
+long runs (more than tasks.MAX_STEPS steps, the long-run pool) apart.
 
     python benchmarks/meta_training_progress.py --root_dir runs/ppo [--window 500]
     # writes benchmarks/results/meta_training_progress.json, .md and .png
@@ -25,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from keras_lopt.lhopt import HYPERPARAMETERS  # noqa: E402
-from training import reward  # noqa: E402
+from training import reward, tasks  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "meta_training_progress.json"
 
@@ -36,6 +37,10 @@ def _mean(values):
 
 def _signed(value):
     return "-" if value is None else f"{value:+.2f}"
+
+
+def _group(episode):
+    return f"{episode['family']} (long runs)" if episode["steps"] > tasks.MAX_STEPS else episode["family"]
 
 
 def summarise(episodes):
@@ -70,14 +75,14 @@ def main():
     if len(episodes) < args.window:
         sys.exit(f"{path} has {len(episodes)} episodes, fewer than one window of {args.window}.")
     windows = [episodes[i:i + args.window] for i in range(0, len(episodes) - args.window + 1, args.window)]
-    families = sorted({e["family"] for e in episodes})
+    families = sorted({_group(e) for e in episodes})
     result = {
         "command": "python benchmarks/meta_training_progress.py " + " ".join(sys.argv[1:]),
         "run": str(root.resolve()),
         "windows": [{"first_episode": i * args.window, **summarise(w)} for i, w in enumerate(windows)],
         "families": {
-            family: {which: summarise([e for e in w if e["family"] == family]) if any(
-                e["family"] == family for e in w) else None for which, w in (("first", windows[0]),
+            family: {which: summarise([e for e in w if _group(e) == family]) if any(
+                _group(e) == family for e in w) else None for which, w in (("first", windows[0]),
                                                                               ("last", windows[-1]))}
             for family in families
         },
