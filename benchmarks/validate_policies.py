@@ -14,7 +14,7 @@ at its default learning rate and at any others given by --lr_factors (where an
 untrained controller starts from, and what a fixed learning rate alone gives).
 
     python benchmarks/validate_policies.py --policies saved_policies/a saved_policies/b [--lr_factors 1 10] [--tasks 12]
-        [--control_steps 30 100] [--families image_mlp]
+        [--control_steps 30 100] [--families image_mlp] [--processes 2]
     # long runs, as in meta-training's long-run pool:
     python benchmarks/validate_policies.py --policies ... --families quadratic image_mlp tabular_mlp \
         --min_steps 4000 --max_steps 20000 --tasks 9 --first_seed 3000
@@ -65,6 +65,10 @@ def score_task(seed, min_steps, max_steps, contenders, families=tasks.FAMILIES):
     return {"task": spec.describe(), "family": spec.family, "scores": scores}
 
 
+def _score_task_job(arguments):
+    return score_task(*arguments)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policies", nargs="*", default=[], help="controller directories to compare")
@@ -78,8 +82,12 @@ def main():
     parser.add_argument("--max_steps", type=int, default=500)
     parser.add_argument("--families", nargs="+", default=list(tasks.FAMILIES), choices=tasks.FAMILIES,
                         metavar="FAMILY", help="draw tasks from these families only (default: all)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="tasks scored in parallel, one process each (default 1; each uses a core)")
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args()
+    if args.processes < 1:
+        parser.error(f"--processes must be at least 1; got {args.processes}.")
     if not 1 <= args.min_steps <= args.max_steps:
         parser.error(f"need 1 <= --min_steps <= --max_steps; got {args.min_steps} and {args.max_steps}.")
     from keras_lopt import controller
@@ -98,9 +106,10 @@ def main():
     # One fresh process per task: XLA's CPU JIT never frees its code mappings, and a
     # process that had compiled ~70 runs died with "LLVM ERROR: Unable to allocate
     # section memory" (vm.max_map_count here is 65530), even with the runs deleted.
-    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
-        for seed in range(args.first_seed, args.first_seed + args.tasks):
-            row = pool.apply(score_task, (seed, args.min_steps, args.max_steps, contenders, tuple(args.families)))
+    jobs = [(seed, args.min_steps, args.max_steps, contenders, tuple(args.families))
+            for seed in range(args.first_seed, args.first_seed + args.tasks)]
+    with multiprocessing.get_context("spawn").Pool(args.processes, maxtasksperchild=1) as pool:
+        for row in pool.imap(_score_task_job, jobs):  # in task order, whichever process ran it
             rows.append(row)
             print(row["family"], {name: round(value, 2) for name, value in row["scores"].items()}, flush=True)
 
