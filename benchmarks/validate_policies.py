@@ -17,7 +17,7 @@ untrained controller starts from, and what a fixed learning rate alone gives).
         [--control_steps 30 100] [--families image_mlp] [--processes 2]
     # long runs, as in meta-training's long-run pool:
     python benchmarks/validate_policies.py --policies ... --families quadratic image_mlp tabular_mlp \
-        --min_steps 4000 --max_steps 20000 --tasks 9 --first_seed 3000
+        --min_steps 4000 --max_steps 20000 --tasks 8 --first_seed 3000 --processes 2
     # writes benchmarks/results/validate_policies.json and .md
 """
 
