@@ -124,13 +124,14 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
                  long_task_seeds=()):
         super().__init__(handle_auto_reset=True)
         self._rng = np.random.default_rng(seed)
+        task_seeds = list(task_seeds)  # any iterable, read once
         if not task_seeds:
             raise ValueError("task_seeds is empty: give at least one task seed.")
         self._long_task_seeds = set(long_task_seeds)
         if self._long_task_seeds & set(task_seeds):
             raise ValueError(f"Seeds {sorted(self._long_task_seeds & set(task_seeds))} are in both task_seeds and "
                              "long_task_seeds; a seed is one task, give it to one of them.")
-        self._task_seeds = list(task_seeds) + sorted(self._long_task_seeds)
+        self._task_seeds = task_seeds + sorted(self._long_task_seeds)
         self._families = tuple(families)
         self._long_run_families = tuple(f for f in tasks.LONG_RUN_FAMILIES if f in self._families)
         if self._long_task_seeds and not self._long_run_families:
