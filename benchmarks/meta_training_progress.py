@@ -10,7 +10,8 @@ episodes that started near LHOPT's default learning rate (within 3x; the
 evaluation starts there) and of those that started exactly at LHOPT's defaults
 (runs with `default_start_probability` > 0), and how far the policy moved the learning rate
 (mean log2 of final over initial lr). Per family: first window against last, with
-long runs (more than tasks.MAX_STEPS steps, the long-run pool) apart.
+long-run pool episodes apart (in runs that did not record the pool: episodes of more
+than tasks.MAX_STEPS steps).
 
     python benchmarks/meta_training_progress.py --root_dir runs/ppo [--window 500]
     # writes benchmarks/results/meta_training_progress.json, .md and .png
@@ -40,7 +41,9 @@ def _signed(value):
 
 
 def _group(episode):
-    return f"{episode['family']} (long runs)" if episode["steps"] > tasks.MAX_STEPS else episode["family"]
+    # Runs before episodes recorded their pool: a long run is one longer than any main-pool task.
+    long_run = episode.get("long_run", episode["steps"] > tasks.MAX_STEPS)
+    return f"{episode['family']} (long runs)" if long_run else episode["family"]
 
 
 def summarise(episodes):

@@ -165,6 +165,7 @@ def test_environment_episode_rewards_telescope(tmp_path):
     assert steps == last["control_steps"] - 1  # the first interval runs in reset
     assert total == pytest.approx(last["log_speedup"], abs=1e-5)
     assert last["compile_seconds"] == 0.0  # the second episode on a task reuses its compiled run
+    assert last["long_run"] is False  # seed 3 is in the main pool
 
     env.reset()
     bad = list(actions.NOOP_ACTION)

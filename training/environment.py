@@ -278,6 +278,7 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
         record = {
             "task": episode["spec"].key,
             "family": episode["spec"].family,
+            "long_run": episode["spec"].seed in self._long_task_seeds,
             "control_steps": episode["spec"].control_steps,
             "steps": episode["prepared"].run.steps_done,
             "return": episode["return"],
