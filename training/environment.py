@@ -98,7 +98,8 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
         min_steps, max_steps: step budget range of sampled tasks.
         long_task_seeds: more pool seeds, whose tasks are long runs
             (`tasks.LONG_RUN_FAMILIES` among `families`, budgets of
-            `tasks.LONG_RUN_MIN_STEPS` to `tasks.LONG_RUN_MAX_STEPS`).
+            `tasks.LONG_RUN_MIN_STEPS` to `tasks.LONG_RUN_MAX_STEPS`, datasets
+            of at least `tasks.LONG_RUN_MIN_TRAIN_EXAMPLES` training examples).
         min_control_steps, max_control_steps: range of their control steps
             (log-uniform; `tasks.sample_task`).
         baseline_dir: where Adam baselines are cached (see training/baselines.py).
@@ -157,7 +158,8 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
 
     def _spec(self, seed):
         if seed in self._long_task_seeds:
-            ranges = {**self._ranges, "min_steps": tasks.LONG_RUN_MIN_STEPS, "max_steps": tasks.LONG_RUN_MAX_STEPS}
+            ranges = {**self._ranges, "min_steps": tasks.LONG_RUN_MIN_STEPS, "max_steps": tasks.LONG_RUN_MAX_STEPS,
+                      "min_train_examples": tasks.LONG_RUN_MIN_TRAIN_EXAMPLES}
             return self._sample(seed, families=self._long_run_families, **ranges)
         return self._sample(seed, families=self._families, **self._ranges)
 

