@@ -150,7 +150,7 @@ def test_min_train_examples_keeps_small_datasets_out():
     assert all(data.train_examples(name) >= 4000 for name in drawn)
     assert len(drawn) >= 6 and "sklearn:digits_images" not in drawn
     assert {s.family for s in large} == set(families)
-    # Without the filter the draws are the ones sample_task always made, small tables included.
+    # Without the filter small tables are still drawn.
     assert any(data.train_examples(s.dataset) < 4000 for s in
                (tasks.sample_task(seed, families=("tabular_mlp",)) for seed in range(20)))
     with pytest.raises(ValueError, match="lower min_train_examples"):
