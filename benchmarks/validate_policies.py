@@ -12,9 +12,11 @@ log(reward.MAX_EXTRAPOLATION) the most a final score can be, as Adam's curve is
 extrapolated to at most that many times its budget). LHOPT with its controller off is always included as a reference,
 at its default learning rate and at any others given by --lr_factors (where an
 untrained controller starts from, and what a fixed learning rate alone gives).
+--policy_lr_factors starts each policy from multiples of the default learning rate
+too (what a different default initial learning rate would give).
 
     python benchmarks/validate_policies.py --policies saved_policies/a saved_policies/b [--lr_factors 1 10] [--tasks 12]
-        [--control_steps 30 100] [--families image_mlp] [--processes 2]
+        [--control_steps 30 100] [--policy_lr_factors 1 10] [--families image_mlp] [--processes 2]
     # long runs, as in meta-training's long-run pool:
     python benchmarks/validate_policies.py --policies ... --families quadratic image_mlp tabular_mlp \
         --min_steps 4000 --max_steps 20000 --min_train_examples 4000 --tasks 8 --first_seed 3000 --processes 2
@@ -75,6 +77,8 @@ def main():
     parser.add_argument("--policies", nargs="*", default=[], help="controller directories to compare")
     parser.add_argument("--lr_factors", type=float, nargs="+", default=[1.0],
                         help="controller-off references at these multiples of LHOPT's default learning rate")
+    parser.add_argument("--policy_lr_factors", type=float, nargs="+", default=[1.0],
+                        help="run each policy starting from these multiples of LHOPT's default learning rate")
     parser.add_argument("--control_steps", type=int, nargs="+",
                         help="run each policy acting about this many times per run (default: LHOPT's default cadence)")
     parser.add_argument("--tasks", type=int, default=12)
@@ -101,10 +105,12 @@ def main():
     # name -> (policy, lr factor, control steps)
     contenders = {controller_off_name(f): (None, f, None) for f in args.lr_factors}
     for policy in args.policies:
-        if args.control_steps:
-            contenders.update({f"{policy} @{n}": (policy, 1.0, n) for n in args.control_steps})
-        else:
-            contenders[policy] = (policy, 1.0, None)
+        for factor in args.policy_lr_factors:
+            name = policy if factor == 1.0 else f"{policy}, lr x{factor:g}"
+            if args.control_steps:
+                contenders.update({f"{name} @{n}": (policy, factor, n) for n in args.control_steps})
+            else:
+                contenders[name] = (policy, factor, None)
 
     rows = []
     # One fresh process per task: XLA's CPU JIT never frees its code mappings, and a
