@@ -41,6 +41,13 @@ _RANGES = {
     "update_norm_ema": (0.0, 1.0, False, True, "a float in (0, 1], like 0.05"),
 }
 
+# The learning rate LHOPT starts from when its controller is off. With the LAMB
+# trust ratio the rate is a step relative to each weight tensor's norm, so the
+# reference 1e-3 (where a controller starts) alone trains several times slower
+# than Adam at its defaults; on validation tasks 1e-2 was about Adam's pace
+# (benchmarks/results/validate_initial_lr*.md).
+CONTROLLER_OFF_LEARNING_RATE = 1e-2
+
 # Thresholds of the reference update (DESIGN.md section 2).
 _CLIP_DENOMINATOR_EPS = 1e-6
 _TRUST_RATIO_MIN_NORM = 1e-8
@@ -197,7 +204,10 @@ class LHOPT(keras.optimizers.Optimizer):
     counter still advances.
 
     Args:
-        learning_rate: A positive float. Defaults to `1e-3`.
+        learning_rate: A positive float, or `None` (the default): `1e-3`
+            with a controller (where it was meta-trained to start) and
+            `1e-2` with `policy=None` (with the trust ratio, `1e-3` alone
+            trains several times slower than Adam).
         beta_1: Decay rate of the first moment, in (0, 1). Defaults to `0.9`.
         beta_2: Decay rate of the AdaMax second moment (an exponentially
             decaying maximum of `|g|`), in (0, 1). Defaults to `0.99`.
@@ -232,7 +242,7 @@ class LHOPT(keras.optimizers.Optimizer):
 
     def __init__(
         self,
-        learning_rate=HYPERPARAMETERS["learning_rate"][0],
+        learning_rate=None,
         beta_1=HYPERPARAMETERS["beta_1"][0],
         beta_2=HYPERPARAMETERS["beta_2"][0],
         epsilon=HYPERPARAMETERS["epsilon"][0],
@@ -248,6 +258,8 @@ class LHOPT(keras.optimizers.Optimizer):
     ):
         _check_backend()
         _check_keyword_arguments(kwargs)
+        if learning_rate is None:
+            learning_rate = CONTROLLER_OFF_LEARNING_RATE if policy is None else HYPERPARAMETERS["learning_rate"][0]
         given = dict(
             learning_rate=learning_rate,
             beta_1=beta_1,

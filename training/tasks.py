@@ -108,7 +108,7 @@ def _choice(rng, options):
 
 
 def default_hyperparameters():
-    """LHOPT's constructor defaults, by constructor name."""
+    """LHOPT's reference initial hyperparameters (its defaults with a controller), by constructor name."""
     from keras_lopt.lhopt import HYPERPARAMETERS
 
     return {name: reference for name, (reference, _) in HYPERPARAMETERS.items()}

@@ -1,0 +1,144 @@
+"""Does a validation set pick the policies that do well on the held-out tasks?
+
+For each validation set (the validate_policies.py results files that scored the same
+tasks), every policy's mean score on it is set against its held-out geometric-mean
+speedup (training/evaluate.py results), over the policies that have both: the Spearman
+rank correlation, and whether the set's favourite is the held-out favourite. A set that
+ranks policies unlike the held-out tasks cannot choose which snapshot to ship.
+Policies are matched by the name they were given (`--policies` / `--policy`);
+"default" and "saved_policies/default" are the same policy. Validate_policies.py runs are
+deterministic, so a policy scored in two files of one set scores the same in both
+(checked: the files must agree).
+
+    python benchmarks/validation_agreement.py --validation benchmarks/results/validate_policies_*.json \
+        --evaluations benchmarks/results/evaluation*/evaluation.json
+    # writes benchmarks/results/validation_agreement.json and .md
+"""
+
+import argparse
+import json
+import math
+import pathlib
+import sys
+
+import numpy as np
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "validation_agreement.json"
+CONTROLLER_OFF = "controller off"
+
+
+def policy_name(name):
+    """One name per policy: "saved_policies/default" and "default" are the same."""
+    return "default" if name in ("default", "saved_policies/default") else name
+
+
+def ranks(values):
+    """Ranks starting at 1, ties sharing their average rank."""
+    values = np.asarray(values, float)
+    order = np.argsort(values, kind="stable")
+    result = np.empty(len(values))
+    result[order] = np.arange(1, len(values) + 1)
+    for value in np.unique(values):
+        tied = values == value
+        result[tied] = result[tied].mean()
+    return result
+
+
+def spearman(x, y):
+    """Spearman rank correlation (nan with fewer than 3 pairs)."""
+    if len(x) < 3:
+        return math.nan
+    return float(np.corrcoef(ranks(x), ranks(y))[0, 1])
+
+
+def validation_sets(paths):
+    """{task list: {"files": [...], "command": first file's command, "scores": {policy: mean score}}}."""
+    sets = {}
+    for path in paths:
+        data = json.loads(pathlib.Path(path).read_text())
+        tasks = tuple(row["task"] for row in data["results"])
+        entry = sets.setdefault(tasks, {"files": [], "command": data["command"], "scores": {}})
+        entry["files"].append(str(path))
+        for name, value in data["mean_log_speedup"].items():
+            if name.startswith(CONTROLLER_OFF):
+                continue
+            name = policy_name(name)
+            known = entry["scores"].get(name)
+            if known is not None and not math.isclose(known, value, abs_tol=1e-6):
+                raise ValueError(f"{name} scores {known:+.4f} and {value:+.4f} on the same tasks ({entry['files']}); "
+                                 "runs are deterministic, so these are two policies under one name (was another "
+                                 "default shipped in between?): pass only files scored with the same policies.")
+            entry["scores"][name] = value
+    return sets
+
+
+def held_out(paths):
+    """{policy: held-out geometric-mean speedup}."""
+    result = {}
+    for path in paths:
+        data = json.loads(pathlib.Path(path).read_text())
+        result[policy_name(data["policy"])] = data["geometric_mean_speedup"]
+    return result
+
+
+def agreement(sets, speedups):
+    rows = []
+    for tasks, entry in sets.items():
+        policies = sorted(p for p in entry["scores"] if p in speedups)
+        scores = [entry["scores"][p] for p in policies]
+        held = [math.log(speedups[p]) for p in policies]
+        best_validation = policies[int(np.argmax(scores))] if policies else None
+        rows.append({
+            "files": entry["files"],
+            "command": entry["command"],
+            "tasks": len(tasks),
+            "policies": {p: {"validation_mean": entry["scores"][p], "held_out_speedup": speedups[p]} for p in policies},
+            "spearman": spearman(scores, held),
+            "validation_favourite": best_validation,
+            "its_held_out_speedup": speedups.get(best_validation),
+            "held_out_favourite": policies[int(np.argmax(held))] if policies else None,
+        })
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--validation", nargs="+", required=True, help="validate_policies.py results (.json)")
+    parser.add_argument("--evaluations", nargs="+", required=True, help="training.evaluate results (evaluation.json)")
+    parser.add_argument("--min_policies", type=int, default=3, help="report sets with at least this many matched policies")
+    parser.add_argument("--output", default=str(RESULTS))
+    args = parser.parse_args()
+    speedups = held_out(args.evaluations)
+    rows = [r for r in agreement(validation_sets(args.validation), speedups) if len(r["policies"]) >= args.min_policies]
+    if not rows:
+        sys.exit(f"No validation set scored at least {args.min_policies} policies that have a held-out evaluation.")
+
+    command = "python benchmarks/validation_agreement.py " + " ".join(sys.argv[1:])
+    output = pathlib.Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps({"command": command, "held_out_speedups": speedups, "sets": rows}, indent=1))
+    lines = [
+        "# Do validation sets agree with the held-out tasks?",
+        "",
+        f"Generated by `{command}`.",
+        "Per validation set: the Spearman rank correlation, over the policies scored on both, between the mean",
+        "validation score and the held-out geometric-mean speedup (1 = same order, -1 = reversed); the policy the",
+        "set would pick and its held-out speedup.",
+        "",
+        "| validation set (first file) | tasks | policies | Spearman | set's pick: held-out speedup | best held-out |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        best = max(v["held_out_speedup"] for v in r["policies"].values())
+        lines.append(f"| `{pathlib.Path(r['files'][0]).name}` | {r['tasks']} | {len(r['policies'])} | "
+                     f"{r['spearman']:+.2f} | {r['its_held_out_speedup']:.2f}x | {best:.2f}x |")
+    lines += ["", "Per policy (validation mean score / held-out speedup):", ""]
+    for r in rows:
+        lines.append(f"- `{pathlib.Path(r['files'][0]).name}`: " + "; ".join(
+            f"{p}: {v['validation_mean']:+.2f} / {v['held_out_speedup']:.2f}x" for p, v in r["policies"].items()))
+    output.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
