@@ -3,7 +3,8 @@
 For each validation set (the validate_policies.py results files that scored the same
 tasks), every policy's mean score on it is set against its held-out geometric-mean
 speedup (training/evaluate.py results), over the policies that have both: the Spearman
-rank correlation, and whether the set's favourite is the held-out favourite. A set that
+rank correlation (also against each held-out task's speedup, to see which tasks a set
+tracks), and whether the set's favourite is the held-out favourite. A set that
 ranks policies unlike the held-out tasks cannot choose which snapshot to ship.
 Policies are matched by the name they were given (`--policies` / `--policy`);
 "default" and "saved_policies/default" are the same policy. Validate_policies.py runs are
@@ -73,11 +74,14 @@ def validation_sets(paths):
 
 
 def held_out(paths):
-    """{policy: held-out geometric-mean speedup}."""
+    """{policy: {"geometric_mean": speedup, "tasks": {task: speedup}}} from evaluation.json files."""
     result = {}
     for path in paths:
         data = json.loads(pathlib.Path(path).read_text())
-        result[policy_name(data["policy"])] = data["geometric_mean_speedup"]
+        result[policy_name(data["policy"])] = {
+            "geometric_mean": data["geometric_mean_speedup"],
+            "tasks": {r["task"]: r["speedup_over_adam"] for r in data["results"]},
+        }
     return result
 
 
@@ -86,16 +90,20 @@ def agreement(sets, speedups):
     for tasks, entry in sets.items():
         policies = sorted(p for p in entry["scores"] if p in speedups)
         scores = [entry["scores"][p] for p in policies]
-        held = [math.log(speedups[p]) for p in policies]
+        held = [speedups[p]["geometric_mean"] for p in policies]
+        held_out_tasks = sorted(set.intersection(*(set(speedups[p]["tasks"]) for p in policies))) if policies else []
         best_validation = policies[int(np.argmax(scores))] if policies else None
         rows.append({
             "files": entry["files"],
             "command": entry["command"],
             "tasks": len(tasks),
-            "policies": {p: {"validation_mean": entry["scores"][p], "held_out_speedup": speedups[p]} for p in policies},
+            "policies": {p: {"validation_mean": entry["scores"][p], "held_out_speedup": speedups[p]["geometric_mean"]}
+                         for p in policies},
             "spearman": spearman(scores, held),
+            "spearman_per_held_out_task": {t: spearman(scores, [speedups[p]["tasks"][t] for p in policies])
+                                           for t in held_out_tasks},
             "validation_favourite": best_validation,
-            "its_held_out_speedup": speedups.get(best_validation),
+            "its_held_out_speedup": speedups[best_validation]["geometric_mean"] if policies else None,
             "held_out_favourite": policies[int(np.argmax(held))] if policies else None,
         })
     return rows
@@ -116,7 +124,7 @@ def main():
     command = "python benchmarks/validation_agreement.py " + " ".join(sys.argv[1:])
     output = pathlib.Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps({"command": command, "held_out_speedups": speedups, "sets": rows}, indent=1))
+    output.write_text(json.dumps({"command": command, "held_out": speedups, "sets": rows}, indent=1))
     lines = [
         "# Do validation sets agree with the held-out tasks?",
         "",
@@ -132,6 +140,13 @@ def main():
         best = max(v["held_out_speedup"] for v in r["policies"].values())
         lines.append(f"| `{pathlib.Path(r['files'][0]).name}` | {r['tasks']} | {len(r['policies'])} | "
                      f"{r['spearman']:+.2f} | {r['its_held_out_speedup']:.2f}x | {best:.2f}x |")
+    task_names = sorted({t for r in rows for t in r["spearman_per_held_out_task"]})
+    lines += ["", "Spearman against each held-out task's speedup (ties, e.g. capped 3x speedups, share a rank):", "",
+              "| validation set (first file) | " + " | ".join(task_names) + " |", "|---|" + "---|" * len(task_names)]
+    for r in rows:
+        per_task = r["spearman_per_held_out_task"]
+        lines.append(f"| `{pathlib.Path(r['files'][0]).name}` | " + " | ".join(
+            f"{per_task[t]:+.2f}" if t in per_task else "-" for t in task_names) + " |")
     lines += ["", "Per policy (validation mean score / held-out speedup):", ""]
     for r in rows:
         lines.append(f"- `{pathlib.Path(r['files'][0]).name}`: " + "; ".join(

@@ -1,0 +1,57 @@
+"""benchmarks/validation_agreement.py: rank agreement between validation and held-out results."""
+
+import importlib.util
+import json
+import pathlib
+import sys
+
+import pytest
+
+_PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "validation_agreement.py"
+_SPEC = importlib.util.spec_from_file_location("validation_agreement", _PATH)
+agreement = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(agreement)
+
+
+def test_ranks_share_ties_and_spearman_reads_order_only():
+    assert agreement.ranks([3.0, 1.0, 2.0, 2.0]).tolist() == [4.0, 1.0, 2.5, 2.5]
+    assert agreement.spearman([1, 2, 3, 4], [10, 20, 30, 1e9]) == pytest.approx(1.0)
+    assert agreement.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+
+
+def _validation(path, scores, tasks=("t1", "t2")):
+    path.write_text(json.dumps({"command": "validate", "mean_log_speedup": scores,
+                                "results": [{"task": t} for t in tasks]}))
+    return str(path)
+
+
+def _evaluation(path, policy, speedups):
+    path.write_text(json.dumps({"policy": policy, "geometric_mean_speedup": speedups["a"] ** 0.5 * speedups["b"] ** 0.5,
+                                "results": [{"task": t, "speedup_over_adam": s} for t, s in speedups.items()]}))
+    return str(path)
+
+
+def test_one_set_across_files_ranked_against_held_out(tmp_path, monkeypatch):
+    # Two files of one task set ("saved_policies/default" is "default"); p2 leads on
+    # validation and on held-out task a, trails on task b.
+    validation = [_validation(tmp_path / "v1.json", {"controller off": -1.0, "saved_policies/default": 0.1, "p1": 0.0}),
+                  _validation(tmp_path / "v2.json", {"controller off": -1.0, "default": 0.1, "p2": 0.5})]
+    evaluations = [_evaluation(tmp_path / "e0.json", "default", {"a": 1.0, "b": 2.0}),
+                   _evaluation(tmp_path / "e1.json", "p1", {"a": 0.5, "b": 3.0}),
+                   _evaluation(tmp_path / "e2.json", "p2", {"a": 4.0, "b": 1.0})]
+    output = tmp_path / "agreement.json"
+    monkeypatch.setattr(sys, "argv", ["validation_agreement.py", "--validation", *validation,
+                                      "--evaluations", *evaluations, "--output", str(output)])
+    agreement.main()
+    (row,) = json.loads(output.read_text())["sets"]
+    assert sorted(row["policies"]) == ["default", "p1", "p2"]
+    assert row["spearman_per_held_out_task"] == pytest.approx({"a": 1.0, "b": -1.0})
+    assert row["validation_favourite"] == "p2" and row["its_held_out_speedup"] == pytest.approx(2.0)
+    assert "| `v1.json` | 2 | 3 |" in output.with_suffix(".md").read_text()
+
+
+def test_two_policies_under_one_name_is_an_error(tmp_path):
+    files = [_validation(tmp_path / "old.json", {"saved_policies/default": 0.3}),
+             _validation(tmp_path / "new.json", {"default": 0.4})]
+    with pytest.raises(ValueError, match="two policies under one name"):
+        agreement.validation_sets(files)
