@@ -53,7 +53,7 @@ def test_shrunken_evaluation_writes_results_plots_and_readme_table(tmp_path, mon
     policy = _noop_controller(tmp_path / "noop")
     out, cache = tmp_path / "results", tmp_path / "cache"
     evaluate.main(["--policy", str(policy), "--tasks", "diamonds_mlp", "tragedies_char_lm", "--scale", "0.02",
-                   "--output_dir", str(out), "--cache_dir", str(cache), "--update_readme"])
+                   "--seeds", "1", "--output_dir", str(out), "--cache_dir", str(cache), "--update_readme"])
     summary = json.loads((out / "evaluation.json").read_text())
     assert [r["task"] for r in summary["results"]] == ["diamonds_mlp", "tragedies_char_lm"]
     for r in summary["results"]:
@@ -71,14 +71,23 @@ def test_shrunken_evaluation_writes_results_plots_and_readme_table(tmp_path, mon
     assert first["curves"]["lhopt"]["losses"] != pytest.approx(first["curves"]["lhopt_no_controller"]["losses"])
     # Adam, three cosine runs and the controller-off run are cached per task ...
     assert len(list(cache.glob("*.json"))) == 2 * 5
-    # ... so evaluating again runs only LHOPT with the controller, with the same references.
+    # ... so evaluating again runs only LHOPT with the controller on the cached seed, and
+    # everything (Adam, 3 cosine, controller off, LHOPT) on a second seed.
     calls = []
     real_curve = evaluate._curve
     monkeypatch.setattr(evaluate, "_curve", lambda *a, **k: calls.append(1) or real_curve(*a, **k))
-    evaluate.main(["--policy", str(policy), "--tasks", "diamonds_mlp", "--scale", "0.02",
+    evaluate.main(["--policy", str(policy), "--tasks", "diamonds_mlp", "--scale", "0.02", "--seeds", "2",
                    "--output_dir", str(tmp_path / "again"), "--cache_dir", str(cache)])
     again = json.loads((tmp_path / "again" / "evaluation.json").read_text())["results"][0]
-    assert len(calls) == 1
-    assert again["curves"]["adam"]["losses"] == first["curves"]["adam"]["losses"]
+    assert len(calls) == 1 + 6
+    assert again["curves"]["adam"]["losses"] == first["curves"]["adam"]["losses"]  # the first seed's curves
+    seeds = again["per_seed"]
+    assert [s["seed"] for s in seeds] == [again["seeds"][0], again["seeds"][0] + 1]
+    assert seeds[0]["speedup_over_adam"] == pytest.approx(first["speedup_over_adam"])
+    assert again["speedup_over_adam"] == pytest.approx(math.sqrt(seeds[0]["speedup_over_adam"]
+                                                                 * seeds[1]["speedup_over_adam"]))
+    assert again["speedup_range"] == [min(s["speedup_over_adam"] for s in seeds),
+                                      max(s["speedup_over_adam"] for s in seeds)]
+    assert again["lhopt_final_eval_loss"] == pytest.approx(np.mean([s["lhopt_final_eval_loss"] for s in seeds]))
     text = readme.read_text()
     assert "old" not in text and "geometric mean" in text and text.startswith("intro") and text.endswith("outro\n")
