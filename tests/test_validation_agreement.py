@@ -55,3 +55,21 @@ def test_two_policies_under_one_name_is_an_error(tmp_path):
              _validation(tmp_path / "new.json", {"default": 0.4})]
     with pytest.raises(ValueError, match="two policies under one name"):
         agreement.validation_sets(files)
+
+
+def test_combined_mean_weighs_every_task_once(tmp_path):
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "combine_validation.py"
+    spec = importlib.util.spec_from_file_location("combine_validation", path)
+    combine_validation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(combine_validation)
+
+    def results(path, rows):  # rows: one {contender: score} per task
+        means = {c: sum(r[c] for r in rows) / len(rows) for c in rows[0]}
+        path.write_text(json.dumps({"mean_log_speedup": means, "results": [{"scores": r} for r in rows]}))
+        return path
+
+    one = results(tmp_path / "one.json", [{"a": 1.0, "b": 0.0, "only_here": 5.0}])
+    three = results(tmp_path / "three.json", [{"a": 0.0, "b": 1.0}] * 3)
+    means, per_file, tasks = combine_validation.combine([one, three])
+    assert tasks == 4 and means == pytest.approx({"a": 0.25, "b": 0.75})
+    assert per_file["a"] == {str(one): 1.0, str(three): 0.0}
