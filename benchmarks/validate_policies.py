@@ -10,11 +10,11 @@ user's would, scored by the meta-training reward (clipped
 log speedup over the task's cached Adam baseline; 0 = Adam's pace, -3 the floor,
 log(reward.MAX_EXTRAPOLATION) the most a final score can be, as Adam's curve is
 extrapolated to at most that many times its budget). LHOPT with its controller off is always included as a reference,
-at the reference learning rate 1e-3 (LHOPT(policy=None) itself starts from
-keras_lopt.lhopt.CONTROLLER_OFF_LEARNING_RATE) and at the multiples of it given by --lr_factors (where an
+at its default learning rate and at the multiples of it given by --lr_factors (where an
 untrained controller starts from, and what a fixed learning rate alone gives).
---policy_lr_factors starts each policy from multiples of the reference learning rate
-too (what a different initial learning rate would give).
+--policy_lr_factors starts each policy from multiples of the default learning rate
+too (what a different default would give). Results before 2026-12-01 (4) used
+LHOPT's earlier default learning rate, 1e-3.
 
     python benchmarks/validate_policies.py --policies saved_policies/a saved_policies/b [--lr_factors 1 10] [--tasks 12]
         [--control_steps 30 100] [--policy_lr_factors 1 10] [--families image_mlp] [--processes 2]

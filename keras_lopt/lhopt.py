@@ -15,8 +15,10 @@ from keras_lopt.controller import Controller
 EXTERNAL = "external"
 
 # Constructor name -> (reference initial value, name of the variable that
-# stores it). Betas are stored as one-minus-beta because the controller scales
-# 1 - beta multiplicatively.
+# stores it). The reference values (DESIGN.md section 2) are the constructor's
+# defaults, except the learning rate's (DEFAULT_LEARNING_RATE), and the centre of
+# meta-training's random starts. Betas are stored as one-minus-beta because the
+# controller scales 1 - beta multiplicatively.
 HYPERPARAMETERS = {
     "learning_rate": (1e-3, "learning_rate"),
     "beta_1": (0.9, "one_minus_beta_1"),
@@ -41,12 +43,13 @@ _RANGES = {
     "update_norm_ema": (0.0, 1.0, False, True, "a float in (0, 1], like 0.05"),
 }
 
-# The learning rate LHOPT starts from when its controller is off. With the LAMB
-# trust ratio the rate is a step relative to each weight tensor's norm, so the
-# reference 1e-3 (where a controller starts) alone trains several times slower
-# than Adam at its defaults; on validation tasks 1e-2 was about Adam's pace
-# (benchmarks/results/validate_initial_lr*.md).
-CONTROLLER_OFF_LEARNING_RATE = 1e-2
+# The learning rate LHOPT starts from by default. With the LAMB trust ratio the
+# rate is a step relative to each weight tensor's norm, so the reference 1e-3
+# alone trains about 4x slower than Adam at its defaults, and a controller spends
+# much of a run raising it. On 36 validation tasks 1e-2 scored best for the
+# default policy and with the controller off
+# (benchmarks/results/validate_initial_lr_combined.md).
+DEFAULT_LEARNING_RATE = 1e-2
 
 # Thresholds of the reference update (DESIGN.md section 2).
 _CLIP_DENOMINATOR_EPS = 1e-6
@@ -204,10 +207,9 @@ class LHOPT(keras.optimizers.Optimizer):
     counter still advances.
 
     Args:
-        learning_rate: A positive float, or `None` (the default): `1e-3`
-            with a controller (where it was meta-trained to start) and
-            `1e-2` with `policy=None` (with the trust ratio, `1e-3` alone
-            trains several times slower than Adam).
+        learning_rate: A positive float: the step relative to each weight
+            tensor's norm (trust ratio), for vectors and scalars the plain
+            step size. Defaults to `1e-2`.
         beta_1: Decay rate of the first moment, in (0, 1). Defaults to `0.9`.
         beta_2: Decay rate of the AdaMax second moment (an exponentially
             decaying maximum of `|g|`), in (0, 1). Defaults to `0.99`.
@@ -242,7 +244,7 @@ class LHOPT(keras.optimizers.Optimizer):
 
     def __init__(
         self,
-        learning_rate=None,
+        learning_rate=DEFAULT_LEARNING_RATE,
         beta_1=HYPERPARAMETERS["beta_1"][0],
         beta_2=HYPERPARAMETERS["beta_2"][0],
         epsilon=HYPERPARAMETERS["epsilon"][0],
@@ -258,8 +260,6 @@ class LHOPT(keras.optimizers.Optimizer):
     ):
         _check_backend()
         _check_keyword_arguments(kwargs)
-        if learning_rate is None:
-            learning_rate = CONTROLLER_OFF_LEARNING_RATE if policy is None else HYPERPARAMETERS["learning_rate"][0]
         given = dict(
             learning_rate=learning_rate,
             beta_1=beta_1,

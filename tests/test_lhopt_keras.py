@@ -32,16 +32,6 @@ def _fit(model, epochs, x, y):
     return model.fit(x, y, batch_size=16, epochs=epochs, shuffle=False, verbose=0)
 
 
-def test_default_learning_rate_depends_on_the_controller():
-    # A controller starts from the reference 1e-3; alone, LHOPT starts from
-    # CONTROLLER_OFF_LEARNING_RATE. The config keeps the value it resolved to.
-    assert LHOPT().hyperparameters["learning_rate"] == pytest.approx(1e-3)
-    off = LHOPT(policy=None)
-    assert off.hyperparameters["learning_rate"] == pytest.approx(1e-2)
-    assert LHOPT.from_config(off.get_config()).hyperparameters["learning_rate"] == pytest.approx(1e-2)
-    assert LHOPT(learning_rate=3e-4, policy=None).hyperparameters["learning_rate"] == pytest.approx(3e-4)
-
-
 @pytest.mark.parametrize("jit_compile", [True, False])
 def test_fit_reduces_loss(jit_compile):
     x, y = _data()

@@ -388,3 +388,10 @@ def test_tasks_command_prints_tasks_and_baselines(tmp_path, capsys):
     assert out.count("quadratic on generated:gaussian_noise") == 2
     assert out.count("Adam baseline: eval loss") == 2 and "ms/step" in out
     assert len(list(tmp_path.glob("*.json"))) == 2
+
+
+def test_default_starts_are_the_constructor_defaults():
+    # Meta-training's default-start episodes, validation and evaluation start where a user's LHOPT() does.
+    from keras_lopt import LHOPT
+
+    assert LHOPT(policy=None).initial_hyperparameters == pytest.approx(tasks.default_hyperparameters())

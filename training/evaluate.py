@@ -168,9 +168,7 @@ def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None):
     for lr in COSINE_LEARNING_RATES:
         cosine[lr] = reference(f"cosine_adam_lr{lr:g}", budget, lambda lr=lr: keras.optimizers.Adam(
             learning_rate=keras.optimizers.schedules.CosineDecay(lr, decay_steps=budget)))
-    # Cached under its learning rate: the curve of an older default is not this one.
-    no_controller = reference(f"lhopt_no_controller_lr{keras_lopt.lhopt.CONTROLLER_OFF_LEARNING_RATE:g}", budget,
-                              lambda: keras_lopt.LHOPT(policy=None))
+    no_controller = reference("lhopt_no_controller", budget, lambda: keras_lopt.LHOPT(policy=None))
     optimizer = keras_lopt.LHOPT(policy=policy, total_steps=budget)
     trajectory = []
     lhopt = _curve(task(), optimizer, budget, eval_every,

@@ -108,10 +108,11 @@ def _choice(rng, options):
 
 
 def default_hyperparameters():
-    """LHOPT's reference initial hyperparameters (its defaults with a controller), by constructor name."""
-    from keras_lopt.lhopt import HYPERPARAMETERS
+    """LHOPT's constructor defaults, by constructor name."""
+    from keras_lopt.lhopt import DEFAULT_LEARNING_RATE, HYPERPARAMETERS
 
-    return {name: reference for name, (reference, _) in HYPERPARAMETERS.items()}
+    return {name: reference for name, (reference, _) in HYPERPARAMETERS.items()} | {
+        "learning_rate": DEFAULT_LEARNING_RATE}
 
 
 def sample_initial_hyperparameters(rng):
