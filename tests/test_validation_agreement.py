@@ -1,4 +1,5 @@
-"""benchmarks/validation_agreement.py: rank agreement between validation and held-out results."""
+"""benchmarks/validation_agreement.py (rank agreement between validation and held-out results) and
+benchmarks/combine_validation.py (one mean over several validation files)."""
 
 import importlib.util
 import json
@@ -7,10 +8,17 @@ import sys
 
 import pytest
 
-_PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "validation_agreement.py"
-_SPEC = importlib.util.spec_from_file_location("validation_agreement", _PATH)
-agreement = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(agreement)
+
+def _benchmark_module(name):
+    """A script in benchmarks/ (not a package) loaded as a module."""
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+agreement = _benchmark_module("validation_agreement")
 
 
 def test_ranks_share_ties_and_spearman_reads_order_only():
@@ -55,13 +63,14 @@ def test_two_policies_under_one_name_is_an_error(tmp_path):
              _validation(tmp_path / "new.json", {"default": 0.4})]
     with pytest.raises(ValueError, match="two policies under one name"):
         agreement.validation_sets(files)
+    evaluations = [_evaluation(tmp_path / "one_seed.json", "default", {"a": 1.0, "b": 2.0}),
+                   _evaluation(tmp_path / "three_seeds.json", "default", {"a": 1.0, "b": 1.0})]
+    with pytest.raises(ValueError, match="Two held-out evaluations of default disagree"):
+        agreement.held_out(evaluations)
 
 
 def test_combined_mean_weighs_every_task_once(tmp_path):
-    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "combine_validation.py"
-    spec = importlib.util.spec_from_file_location("combine_validation", path)
-    combine_validation = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(combine_validation)
+    combine_validation = _benchmark_module("combine_validation")
 
     def results(path, rows):  # rows: one {contender: score} per task
         means = {c: sum(r[c] for r in rows) / len(rows) for c in rows[0]}

@@ -214,17 +214,17 @@ def evaluate_task_seeds(name, spec, policy, seeds, scale=1.0, cache_dir=None):
     cosine learning rate is the one with the lowest mean final loss. "per_seed" keeps
     every seed's numbers.
     """
-    runs = [evaluate_task(name, dataclasses.replace(spec, seed=spec.seed + i), policy, scale, cache_dir)
-            for i in range(seeds)]
+    task_seeds = [spec.seed + i for i in range(seeds)]
+    runs = [evaluate_task(name, dataclasses.replace(spec, seed=seed), policy, scale, cache_dir) for seed in task_seeds]
     per_seed = [{key: value for key, value in run.items() if key not in ("curves", "lhopt_hyperparameters")}
-                | {"seed": spec.seed + i} for i, run in enumerate(runs)]
+                | {"seed": seed} for seed, run in zip(task_seeds, runs)]
     cosine = {lr: float(np.mean([run["cosine_adam_final_eval_losses"][lr] for run in runs]))
               for lr in runs[0]["cosine_adam_final_eval_losses"]}
     best_lr = min(cosine, key=lambda lr: cosine[lr] if np.isfinite(cosine[lr]) else math.inf)
     final = float(np.mean([run["lhopt_final_eval_loss"] for run in runs]))
     speedups = [run["speedup_over_adam"] for run in runs]
     return runs[0] | {
-        "seeds": [spec.seed + i for i in range(seeds)],
+        "seeds": task_seeds,
         "speedup_over_adam": geometric_mean(speedups),
         "speedup_capped": any(run["speedup_capped"] for run in runs),
         "speedup_range": [min(speedups), max(speedups)],
