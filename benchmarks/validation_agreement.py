@@ -57,6 +57,8 @@ def validation_sets(paths):
     sets = {}
     for path in paths:
         data = json.loads(pathlib.Path(path).read_text())
+        if "results" not in data or "mean_log_speedup" not in data:
+            raise ValueError(f"{path} is not a validate_policies.py results file (no results / mean_log_speedup).")
         tasks = tuple(row["task"] for row in data["results"])
         entry = sets.setdefault(tasks, {"files": [], "command": data["command"], "scores": {}})
         entry["files"].append(str(path))
@@ -74,11 +76,16 @@ def validation_sets(paths):
 
 
 def held_out(paths):
-    """{policy: {"geometric_mean": speedup, "tasks": {task: speedup}}} from evaluation.json files."""
+    """{policy: {"file", "geometric_mean": speedup, "tasks": {task: speedup}}} from evaluation.json files."""
     result = {}
     for path in paths:
         data = json.loads(pathlib.Path(path).read_text())
-        result[policy_name(data["policy"])] = {
+        name = policy_name(data["policy"])
+        if name in result and not math.isclose(result[name]["geometric_mean"], data["geometric_mean_speedup"]):
+            raise ValueError(f"Two held-out evaluations of {name} disagree ({result[name]['file']}, {path}): "
+                             "pass one per policy, all run the same way (seeds, default learning rate).")
+        result[name] = {
+            "file": str(path),
             "geometric_mean": data["geometric_mean_speedup"],
             "tasks": {r["task"]: r["speedup_over_adam"] for r in data["results"]},
         }
@@ -86,13 +93,16 @@ def held_out(paths):
 
 
 def agreement(sets, speedups):
+    """One row per validation set that scored at least one policy with a held-out evaluation."""
     rows = []
     for tasks, entry in sets.items():
         policies = sorted(p for p in entry["scores"] if p in speedups)
+        if not policies:
+            continue
         scores = [entry["scores"][p] for p in policies]
         held = [speedups[p]["geometric_mean"] for p in policies]
-        held_out_tasks = sorted(set.intersection(*(set(speedups[p]["tasks"]) for p in policies))) if policies else []
-        best_validation = policies[int(np.argmax(scores))] if policies else None
+        held_out_tasks = sorted(set.intersection(*(set(speedups[p]["tasks"]) for p in policies)))
+        best_validation = policies[int(np.argmax(scores))]
         rows.append({
             "files": entry["files"],
             "command": entry["command"],
@@ -103,8 +113,8 @@ def agreement(sets, speedups):
             "spearman_per_held_out_task": {t: spearman(scores, [speedups[p]["tasks"][t] for p in policies])
                                            for t in held_out_tasks},
             "validation_favourite": best_validation,
-            "its_held_out_speedup": speedups[best_validation]["geometric_mean"] if policies else None,
-            "held_out_favourite": policies[int(np.argmax(held))] if policies else None,
+            "its_held_out_speedup": speedups[best_validation]["geometric_mean"],
+            "held_out_favourite": policies[int(np.argmax(held))],
         })
     return rows
 
