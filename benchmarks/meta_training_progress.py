@@ -6,14 +6,15 @@ the most a final value can be, as Adam's curve is extrapolated to at most that m
 budget; runs before 2026-12 used 2x, +0.69). For
 consecutive windows of episodes this reports the mean return, the geometric-mean
 speedup, how many episodes hit the floor or beat Adam, the mean return of the
-episodes that started near LHOPT's default learning rate (within 3x; the
-evaluation starts there) and of those that started exactly at LHOPT's defaults
+episodes that started near LHOPT's default learning rate (within 3x of
+`--near_lr`, by default the constructor's, where evaluation starts; runs before
+2026-12-02 were reported against 1e-3, the default then) and of those that started exactly at LHOPT's defaults
 (runs with `default_start_probability` > 0), and how far the policy moved the learning rate
 (mean log2 of final over initial lr). Per family: first window against last, with
 long-run pool episodes apart (in runs that did not record the pool: episodes of more
 than tasks.MAX_STEPS steps).
 
-    python benchmarks/meta_training_progress.py --root_dir runs/ppo [--window 500]
+    python benchmarks/meta_training_progress.py --root_dir runs/ppo [--window 500] [--near_lr 1e-2]
     # writes benchmarks/results/meta_training_progress.json, .md and .png
 """
 
@@ -26,7 +27,6 @@ import sys
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from keras_lopt.lhopt import HYPERPARAMETERS  # noqa: E402
 from training import reward, tasks  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "meta_training_progress.json"
@@ -46,11 +46,11 @@ def _group(episode):
     return f"{episode['family']} (long runs)" if long_run else episode["family"]
 
 
-def summarise(episodes):
+def summarise(episodes, near_lr):
     returns = np.array([e["return"] for e in episodes])
     initial_lr = np.array([e["initial_hyperparameters"]["learning_rate"] for e in episodes])
     final_lr = np.array([e["hyperparameters"]["learning_rate"] for e in episodes])
-    near_default = np.abs(np.log(initial_lr / HYPERPARAMETERS["learning_rate"][0])) <= math.log(3.0)
+    near_default = np.abs(np.log(initial_lr / near_lr)) <= math.log(3.0)
     default_start = np.array([e.get("default_start", False) for e in episodes])
     return {
         "episodes": len(episodes),
@@ -71,10 +71,14 @@ def main():
     parser.add_argument("--root_dir", required=True)
     parser.add_argument("--window", type=int, default=500, help="episodes per window (default 500)")
     parser.add_argument("--output", default=str(RESULTS))
+    parser.add_argument("--near_lr", type=float, default=tasks.default_hyperparameters()["learning_rate"],
+                        help="report episodes whose initial lr is within 3x of this (default: LHOPT's default lr)")
     args = parser.parse_args()
     root = pathlib.Path(args.root_dir)
     path = root / "episodes.jsonl"
     episodes = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    if not args.near_lr > 0:
+        sys.exit(f"--near_lr must be a positive learning rate, got {args.near_lr}.")
     if len(episodes) < args.window:
         sys.exit(f"{path} has {len(episodes)} episodes, fewer than one window of {args.window}.")
     windows = [episodes[i:i + args.window] for i in range(0, len(episodes) - args.window + 1, args.window)]
@@ -82,9 +86,10 @@ def main():
     result = {
         "command": "python benchmarks/meta_training_progress.py " + " ".join(sys.argv[1:]),
         "run": str(root.resolve()),
-        "windows": [{"first_episode": i * args.window, **summarise(w)} for i, w in enumerate(windows)],
+        "near_lr": args.near_lr,
+        "windows": [{"first_episode": i * args.window, **summarise(w, args.near_lr)} for i, w in enumerate(windows)],
         "families": {
-            family: {which: summarise([e for e in w if _group(e) == family]) if any(
+            family: {which: summarise([e for e in w if _group(e) == family], args.near_lr) if any(
                 _group(e) == family for e in w) else None for which, w in (("first", windows[0]),
                                                                               ("last", windows[-1]))}
             for family in families
@@ -103,7 +108,7 @@ def main():
         "do; the last-but-one column).",
         "",
         "| episodes | mean return | geometric-mean speedup | at floor | beating Adam | mean return, initial lr "
-        f"within 3x of {HYPERPARAMETERS['learning_rate'][0]:g} (n) | mean return, started at LHOPT's defaults (n) | mean log2(final lr / initial lr) |",
+        f"within 3x of {args.near_lr:g} (n) | mean return, started at LHOPT's defaults (n) | mean log2(final lr / initial lr) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for w in result["windows"]:
