@@ -1,9 +1,14 @@
 import os
+import pathlib
+import sys
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
+
+# The scripts in benchmarks/ are not a package; tests import them by name.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
 
 # Two logical CPU devices, so MirroredStrategy can be tested on one CPU. This
 # must happen before TensorFlow initialises its devices, hence at import.

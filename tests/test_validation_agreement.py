@@ -1,24 +1,12 @@
 """benchmarks/validation_agreement.py (rank agreement between validation and held-out results) and
 benchmarks/combine_validation.py (one mean over several validation files)."""
 
-import importlib.util
 import json
-import pathlib
 import sys
 
+import combine_validation
 import pytest
-
-
-def _benchmark_module(name):
-    """A script in benchmarks/ (not a package) loaded as a module."""
-    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-agreement = _benchmark_module("validation_agreement")
+import validation_agreement as agreement
 
 
 def test_ranks_share_ties_and_spearman_reads_order_only():
@@ -70,7 +58,6 @@ def test_two_policies_under_one_name_is_an_error(tmp_path):
 
 
 def test_combined_mean_weighs_every_task_once(tmp_path):
-    combine_validation = _benchmark_module("combine_validation")
 
     def results(path, rows):  # rows: one {contender: score} per task
         means = {c: sum(r[c] for r in rows) / len(rows) for c in rows[0]}

@@ -1,0 +1,53 @@
+"""benchmarks/meta_training_progress.py: windows of a run's episodes.jsonl summarised."""
+
+import json
+import math
+import pathlib
+import subprocess
+import sys
+
+import meta_training_progress
+import pytest
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "meta_training_progress.py"
+
+
+def _episode(ret, initial_lr, final_lr, default_start=False):
+    return {"task": "t", "family": "quadratic", "long_run": False, "steps": 100, "return": ret,
+            "default_start": default_start, "initial_hyperparameters": {"learning_rate": initial_lr},
+            "hyperparameters": {"learning_rate": final_lr}}
+
+
+def test_summary_counts_episodes_near_the_given_lr_and_default_starts():
+    episodes = [_episode(0.5, 1e-2, 4e-2, default_start=True),   # near 1e-2, lr x4
+                _episode(-1.0, 2e-3, 2e-3),                      # near 1e-3 only
+                _episode(0.1, 5e-3, 2.5e-3)]                     # near both, lr /2
+    summary = meta_training_progress.summarise(episodes, near_lr=1e-2)
+    assert summary["episodes_near_default_lr"] == 2
+    assert summary["mean_return_near_default_lr"] == pytest.approx(0.3)
+    assert summary["episodes_default_start"] == 1
+    assert summary["mean_return_default_start"] == pytest.approx(0.5)
+    assert summary["mean_log2_lr_change"] == pytest.approx((2 + 0 - 1) / 3)
+    assert summary["geometric_mean_speedup"] == pytest.approx(math.exp(-0.4 / 3))
+    assert meta_training_progress.summarise(episodes, near_lr=1e-3)["episodes_near_default_lr"] == 1
+
+
+def _run(tmp_path, *args):
+    return subprocess.run([sys.executable, str(SCRIPT), "--root_dir", str(tmp_path), "--output",
+                           str(tmp_path / "out" / "progress.json"), *args], capture_output=True, text=True)
+
+
+def test_script_writes_windows_and_refuses_bad_input(tmp_path):
+    lines = [json.dumps(_episode(0.1 * i, 1e-2, 1e-2)) for i in range(6)]
+    (tmp_path / "episodes.jsonl").write_text("\n".join(lines) + "\n")
+    done = _run(tmp_path, "--window", "3")
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "out" / "progress.json").read_text())
+    assert [w["first_episode"] for w in result["windows"]] == [0, 3]
+    assert result["windows"][1]["mean_return"] == pytest.approx(0.4)
+    assert (tmp_path / "out" / "progress.md").exists() and (tmp_path / "out" / "progress.png").exists()
+
+    too_few = _run(tmp_path, "--window", "10")
+    assert too_few.returncode != 0 and "fewer than one window" in too_few.stderr
+    bad_lr = _run(tmp_path, "--window", "3", "--near_lr", "-1")
+    assert bad_lr.returncode != 0 and "--near_lr must be a positive" in bad_lr.stderr
