@@ -130,7 +130,8 @@ def main():
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({"command": command, "mean_log_speedup": means, "results": rows}, indent=1))
     names = list(contenders)
-    columns = [n if contenders[n][0] is None else f"`{pathlib.Path(n).name}`" for n in names]
+    # A policy's folder and its parent: snapshots of different runs share folder names.
+    columns = [n if contenders[n][0] is None else f"`{'/'.join(pathlib.Path(n).parts[-2:])}`" for n in names]
     lines = [
         "# Controllers on unseen training-distribution tasks",
         "",
