@@ -44,6 +44,16 @@ RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "validate_polici
 CONTROLLER_OFF = "controller off"
 
 
+def short_labels(names):
+    """Each name cut to the fewest trailing path parts that keep the labels apart:
+    snapshots of different runs share folder names (runs/ft3/policies/iteration_00040)."""
+    for parts in range(1, max(len(pathlib.Path(n).parts) for n in names) + 1):
+        labels = ["/".join(pathlib.Path(n).parts[-parts:]) for n in names]
+        if len(set(labels)) == len(labels):
+            return labels
+    return list(names)
+
+
 def controller_off_name(lr_factor):
     return CONTROLLER_OFF if lr_factor == 1.0 else f"{CONTROLLER_OFF}, lr x{lr_factor:g}"
 
@@ -130,8 +140,7 @@ def main():
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({"command": command, "mean_log_speedup": means, "results": rows}, indent=1))
     names = list(contenders)
-    # A policy's folder and its parent: snapshots of different runs share folder names.
-    columns = [n if contenders[n][0] is None else f"`{'/'.join(pathlib.Path(n).parts[-2:])}`" for n in names]
+    columns = [n if contenders[n][0] is None else f"`{label}`" for n, label in zip(names, short_labels(names))]
     lines = [
         "# Controllers on unseen training-distribution tasks",
         "",
