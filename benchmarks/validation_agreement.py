@@ -126,8 +126,12 @@ def main():
     parser.add_argument("--min_policies", type=int, default=3, help="report sets with at least this many matched policies")
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args()
-    speedups = held_out(args.evaluations)
-    rows = [r for r in agreement(validation_sets(args.validation), speedups) if len(r["policies"]) >= args.min_policies]
+    try:
+        speedups = held_out(args.evaluations)
+        sets = validation_sets(args.validation)
+    except ValueError as error:  # a wrong or inconsistent input file: say which, without a traceback
+        sys.exit(str(error))
+    rows = [r for r in agreement(sets, speedups) if len(r["policies"]) >= args.min_policies]
     if not rows:
         sys.exit(f"No validation set scored at least {args.min_policies} policies that have a held-out evaluation.")
 

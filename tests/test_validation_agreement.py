@@ -57,6 +57,15 @@ def test_two_policies_under_one_name_is_an_error(tmp_path):
         agreement.held_out(evaluations)
 
 
+def test_the_command_line_names_a_wrong_input_file_without_a_traceback(tmp_path, monkeypatch):
+    combined = tmp_path / "combined.json"
+    combined.write_text(json.dumps({"mean_log_speedup": {"default": 0.4}}))  # combine_validation.py's output
+    evaluation = _evaluation(tmp_path / "evaluation.json", "default", {"a": 1.0, "b": 2.0})
+    monkeypatch.setattr(sys, "argv", ["validation_agreement.py", "--validation", str(combined),
+                                      "--evaluations", evaluation, "--output", str(tmp_path / "out.json")])
+    with pytest.raises(SystemExit, match="combined.json is not a validate_policies.py results file"):
+        agreement.main()
+
 def test_combined_mean_weighs_every_task_once(tmp_path):
 
     def results(path, rows):  # rows: one {contender: score} per task
