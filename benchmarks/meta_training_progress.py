@@ -74,11 +74,11 @@ def main():
     parser.add_argument("--near_lr", type=float, default=tasks.default_hyperparameters()["learning_rate"],
                         help="report episodes whose initial lr is within 3x of this (default: LHOPT's default lr)")
     args = parser.parse_args()
+    if not args.near_lr > 0:
+        parser.error(f"--near_lr must be a positive learning rate, got {args.near_lr}.")
     root = pathlib.Path(args.root_dir)
     path = root / "episodes.jsonl"
     episodes = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    if not args.near_lr > 0:
-        sys.exit(f"--near_lr must be a positive learning rate, got {args.near_lr}.")
     if len(episodes) < args.window:
         sys.exit(f"{path} has {len(episodes)} episodes, fewer than one window of {args.window}.")
     windows = [episodes[i:i + args.window] for i in range(0, len(episodes) - args.window + 1, args.window)]

@@ -2,14 +2,13 @@
 
 import json
 import math
-import pathlib
 import subprocess
 import sys
 
 import meta_training_progress
 import pytest
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "meta_training_progress.py"
+SCRIPT = meta_training_progress.__file__  # found through conftest's sys.path entry
 
 
 def _episode(ret, initial_lr, final_lr, default_start=False):
@@ -33,7 +32,7 @@ def test_summary_counts_episodes_near_the_given_lr_and_default_starts():
 
 
 def _run(tmp_path, *args):
-    return subprocess.run([sys.executable, str(SCRIPT), "--root_dir", str(tmp_path), "--output",
+    return subprocess.run([sys.executable, SCRIPT, "--root_dir", str(tmp_path), "--output",
                            str(tmp_path / "out" / "progress.json"), *args], capture_output=True, text=True)
 
 

@@ -66,8 +66,8 @@ def test_the_command_line_names_a_wrong_input_file_without_a_traceback(tmp_path,
     with pytest.raises(SystemExit, match="combined.json is not a validate_policies.py results file"):
         agreement.main()
 
-def test_combined_mean_weighs_every_task_once(tmp_path):
 
+def test_combined_mean_weighs_every_task_once(tmp_path):
     def results(path, rows):  # rows: one {contender: score} per task
         means = {c: sum(r[c] for r in rows) / len(rows) for c in rows[0]}
         path.write_text(json.dumps({"mean_log_speedup": means, "results": [{"scores": r} for r in rows]}))
