@@ -223,3 +223,39 @@ def test_environment_draws_each_episodes_start(tmp_path):
     assert len(set(randomised)) == len(randomised)  # drawn per episode, not fixed per task
     with pytest.raises(ValueError, match="default_start_probability"):
         environment.LHOPTEnvironment(task_seeds=(3,), default_start_probability=2.0)
+
+
+def test_environment_task_return_baseline_shapes_rewards_by_the_tasks_recent_returns(tmp_path):
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from keras_lopt import actions
+    from training import environment
+
+    stats = tmp_path / "episodes.jsonl"
+    env = environment.LHOPTEnvironment(
+        seed=1, task_seeds=(3,), families=("quadratic",), min_steps=30, max_steps=40,
+        baseline_dir=tmp_path / "baselines", stats_path=stats, task_return_baseline=2,
+    )
+    shaped_returns = []
+    for _ in range(4):
+        time_step, shaped = env.reset(), 0.0
+        while not time_step.is_last():
+            time_step = env.step(tuple(np.int32(a) for a in actions.NOOP_ACTION))
+            shaped += float(time_step.reward)
+        shaped_returns.append(shaped)
+    records = [json.loads(line) for line in stats.read_text().splitlines()]
+    returns = [r["return"] for r in records]
+    assert [r["return_baseline"] for r in records] == pytest.approx(
+        [0.0, returns[0], np.mean(returns[:2]), np.mean(returns[1:3])], abs=1e-6)  # the last 2 episodes' mean
+    assert [r["return"] for r in records] == pytest.approx([r["log_speedup"] for r in records], abs=1e-5)
+    assert shaped_returns == pytest.approx([r["return"] - r["return_baseline"] for r in records], abs=1e-4)
+
+    # Another worker (or a restart) picks up the same history from the file.
+    other = environment.LHOPTEnvironment(seed=2, task_seeds=(3,), families=("quadratic",), min_steps=30, max_steps=40,
+                                         baseline_dir=tmp_path / "baselines", stats_path=stats, task_return_baseline=2)
+    spec = other._spec(3)
+    assert other._return_baseline(spec, False) == pytest.approx(np.mean(returns[2:]), abs=1e-6)
+    assert other._return_baseline(spec, True) == 0.0  # no default-start episodes yet
+    with pytest.raises(ValueError, match="give stats_path"):
+        environment.LHOPTEnvironment(task_seeds=(3,), task_return_baseline=4)
+    with pytest.raises(ValueError, match="whole number"):
+        environment.LHOPTEnvironment(task_seeds=(3,), stats_path=stats, task_return_baseline=-1)

@@ -14,6 +14,16 @@ drives the very optimizer users get). An episode:
   so an episode's undiscounted return is its final log speedup);
 - the episode ends after the task's last control step.
 
+With `task_return_baseline` > 0, each reward is lowered by an equal share of
+the mean return of that task's (and start's) last `task_return_baseline`
+episodes, read from `stats_path` (every worker's episodes, and those of earlier
+starts of the run). The shaped return is then the episode's log speedup minus
+what the policy recently scored on that task: the advantage measures the
+controller rather than how easy the drawn task is (DESIGN.md lets the critic
+use "the baseline's reward statistics"). The baseline does not depend on the
+episode's actions, so the policy gradient keeps its direction; episode records
+keep the unshaped return.
+
 Observation: {"observation": LHOPT's controller features (what the deployed
 policy sees), "critic": privileged inputs only the value network gets (LHOPT's
 critic observation: raw losses, log norms and hyperparameters; the current log
@@ -29,6 +39,7 @@ episodes, so XLA compiles each task once per worker, not once per episode.
 import collections
 import json
 import os
+import pathlib
 import time
 
 # TF-Agents is written for Keras 2 (tf_keras); the tasks use Keras 3 through `import keras`.
@@ -53,6 +64,19 @@ def _bounded(values, limit=1e3):
     """Finite float32 within +-limit (nan -> 0), safe for the agent's running statistics."""
     values = np.nan_to_num(np.asarray(values, np.float64), nan=0.0, posinf=limit, neginf=-limit)
     return np.clip(values, -limit, limit).astype(np.float32)
+
+
+def read_episode_records(path, offset):
+    """Episode records appended to `path` since byte `offset`; returns (records, new offset)."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        return [], offset
+    with open(path) as f:
+        f.seek(offset)
+        text = f.read()
+    complete = text[: text.rfind("\n") + 1]
+    records = [json.loads(line) for line in complete.splitlines() if line.strip()]
+    return records, offset + len(complete.encode())
 
 
 def observation_spec():
@@ -116,13 +140,16 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
             from random ones, so the controller learns to repair bad settings.
             Drawn per episode, not per task, so a task does not always come
             with the same start.
+        task_return_baseline: if > 0, rewards are shaped by the mean return of
+            the last this many episodes of the same task and kind of start
+            (see the module docstring); needs `stats_path`.
     """
 
     def __init__(self, seed=0, task_seeds=range(256), families=tasks.FAMILIES, min_steps=tasks.MIN_STEPS,
                  max_steps=tasks.MAX_STEPS, baseline_dir=None, stats_path=None, max_cached_runs=8, warm_up=False,
                  worker=(0, 1), default_start_probability=0.0, balance_families=False,
                  min_control_steps=tasks.MIN_CONTROL_STEPS, max_control_steps=tasks.MAX_CONTROL_STEPS,
-                 long_task_seeds=()):
+                 long_task_seeds=(), task_return_baseline=0):
         super().__init__(handle_auto_reset=True)
         self._rng = np.random.default_rng(seed)
         task_seeds = list(task_seeds)  # any iterable, read once
@@ -153,6 +180,14 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
         if not 0.0 <= default_start_probability <= 1.0:
             raise ValueError(f"default_start_probability must be in [0, 1]; got {default_start_probability!r}.")
         self._default_start_probability = float(default_start_probability)
+        if task_return_baseline < 0 or int(task_return_baseline) != task_return_baseline:
+            raise ValueError(f"task_return_baseline must be a whole number >= 0 (episodes); got {task_return_baseline!r}.")
+        if task_return_baseline and not stats_path:
+            raise ValueError("task_return_baseline reads past returns from stats_path; give stats_path too.")
+        self._task_return_baseline = int(task_return_baseline)
+        # (task key, default start) -> its latest returns
+        self._task_returns = collections.defaultdict(lambda: collections.deque(maxlen=self._task_return_baseline))
+        self._stats_offset = 0
         if warm_up:
             self.warm_up()
 
@@ -227,6 +262,16 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
             "critic": _bounded(np.concatenate([critic, extras, family])),
         }
 
+    def _return_baseline(self, spec, default_start):
+        """Mean return of the task's latest episodes with this kind of start (0 before any)."""
+        if not self._task_return_baseline:
+            return 0.0
+        records, self._stats_offset = read_episode_records(self._stats_path, self._stats_offset)
+        for record in records:
+            self._task_returns[(record["task"], record["default_start"])].append(record["return"])
+        returns = self._task_returns.get((spec.key, default_start))
+        return float(np.mean(returns)) if returns else 0.0
+
     def _log_speedup(self, loss):
         episode = self._episode
         steps = episode["prepared"].run.steps_done
@@ -245,7 +290,11 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
         default_start = self._rng.uniform() < self._default_start_probability
         initial = tasks.default_hyperparameters() if default_start else tasks.sample_initial_hyperparameters(self._rng)
         prepared.run.optimizer.reset_hyperparameters(**initial)
+        return_baseline = self._return_baseline(spec, bool(default_start))
         self._episode = {
+            "return_baseline": return_baseline,
+            # One share per step() call: the first control interval runs here.
+            "baseline_per_step": return_baseline / max(spec.control_steps - 1, 1),
             "initial_hyperparameters": initial, "default_start": bool(default_start),
             "spec": spec, "prepared": prepared, "baseline": baseline, "start": start, "control_step": 0,
             "inner_seconds": 0.0, "compile_seconds": 0.0, "eval_seconds": 0.0,
@@ -264,9 +313,9 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
         episode["prepared"].apply_action(tf.constant(action))
         loss = self._train_chunk()
         speedup = self._log_speedup(loss)
-        step_reward = np.float32(speedup - episode["previous"])
+        episode["return"] += speedup - episode["previous"]
+        step_reward = np.float32(speedup - episode["previous"] - episode["baseline_per_step"])
         episode["previous"] = speedup
-        episode["return"] += float(step_reward)
         observation = self._observation(speedup)
         if episode["control_step"] >= episode["spec"].control_steps:
             self._finish(loss, speedup)
@@ -295,6 +344,7 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
             "hyperparameters": episode["prepared"].run.optimizer.hyperparameters,
             "initial_hyperparameters": episode["initial_hyperparameters"],
             "default_start": episode["default_start"],
+            "return_baseline": episode["return_baseline"],
             "pid": os.getpid(),
         }
         with open(self._stats_path, "a") as f:

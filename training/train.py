@@ -109,18 +109,6 @@ def warm_start(agent, policy):
         variable.assign(value)
 
 
-def _read_new_episodes(path, offset):
-    """Episode records appended to `path` since byte `offset`; returns (records, new offset)."""
-    if not path.exists():
-        return [], offset
-    with open(path) as f:
-        f.seek(offset)
-        text = f.read()
-    complete = text[: text.rfind("\n") + 1]
-    records = [json.loads(line) for line in complete.splitlines() if line.strip()]
-    return records, offset + len(complete.encode())
-
-
 def _format_seconds(seconds):
     seconds = int(seconds)
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
@@ -201,6 +189,7 @@ def train_eval(
     default_start_probability=0.0,
     export_interval=0,
     init_policy=None,
+    task_return_baseline=0,
     log=print,
 ):
     """Runs (or resumes) meta-training in `root_dir`; returns the last progress line.
@@ -208,6 +197,8 @@ def train_eval(
     `init_policy`: an exported policy a new run starts from (see `warm_start`).
     `long_run_pool_size`: long-run tasks added to the pool (`environment.LHOPTEnvironment`'s
     `long_task_seeds`), with the seeds after the `task_pool_size` ones.
+    `task_return_baseline`: shape rewards by the mean return of each task's latest this many
+    episodes (`environment.LHOPTEnvironment`); 0 leaves them unshaped.
     """
     tasks.check_control_steps_range(min_control_steps, max_control_steps)  # here, not in a worker process
     if init_policy:
@@ -244,6 +235,7 @@ def train_eval(
             worker=(index, num_parallel_environments),
             default_start_probability=default_start_probability,
             balance_families=balance_families,
+            task_return_baseline=task_return_baseline,
         )
         for index in range(num_parallel_environments)
     ]
@@ -282,7 +274,7 @@ def train_eval(
     train = common.function(agent.train, autograph=False, reduce_retracing=True)
     writer = tf.summary.create_file_writer(str(root / "train"))
 
-    _, offset = _read_new_episodes(episodes_path, 0)  # episodes of earlier starts are not this run's
+    _, offset = environment.read_episode_records(episodes_path, 0)  # episodes of earlier starts are not this run's
     line = ""
     # Episodes still running when an iteration's episodes are done continue in the next
     # iteration, with the LSTM state they had (not a fresh one).
@@ -304,7 +296,7 @@ def train_eval(
                         f"PPO loss is not finite at iteration {int(iteration.numpy()) + 1}; stopping without "
                         f"checkpointing it (the last checkpoint in {root / 'train'} is kept)."
                     )
-                records, offset = _read_new_episodes(episodes_path, offset)
+                records, offset = environment.read_episode_records(episodes_path, offset)
                 iteration.assign_add(1)
                 episode_count.assign_add(len(records))
                 step = int(iteration.numpy())
