@@ -11,8 +11,8 @@ import pytest
 SCRIPT = meta_training_progress.__file__  # found through conftest's sys.path entry
 
 
-def _episode(ret, initial_lr, final_lr, default_start=False):
-    return {"task": "t", "family": "quadratic", "long_run": False, "steps": 100, "return": ret,
+def _episode(ret, initial_lr, final_lr, default_start=False, task="t"):
+    return {"task": task, "family": "quadratic", "long_run": False, "steps": 100, "return": ret,
             "default_start": default_start, "initial_hyperparameters": {"learning_rate": initial_lr},
             "hyperparameters": {"learning_rate": final_lr}}
 
@@ -31,6 +31,17 @@ def test_summary_counts_episodes_near_the_given_lr_and_default_starts():
     assert meta_training_progress.summarise(episodes, near_lr=1e-3)["episodes_near_default_lr"] == 1
 
 
+def test_returns_relative_to_their_task_and_kind_of_start():
+    episodes = [_episode(1.0, 1e-2, 1e-2, task="easy"), _episode(2.0, 1e-2, 1e-2, task="easy"),
+                _episode(-1.0, 1e-2, 1e-2, task="hard"), _episode(0.0, 1e-2, 1e-2, task="hard"),
+                _episode(5.0, 1e-2, 1e-2, task="hard", default_start=True)]  # alone in its group
+    relative, share = meta_training_progress.relative_to_task(episodes)
+    assert list(relative) == pytest.approx([-0.5, 0.5, -0.5, 0.5, 0.0])
+    returns = [e["return"] for e in episodes]
+    total = sum((r - sum(returns) / 5) ** 2 for r in returns)
+    assert share == pytest.approx(1 - 1.0 / total)
+
+
 def _run(tmp_path, *args):
     return subprocess.run([sys.executable, SCRIPT, "--root_dir", str(tmp_path), "--output",
                            str(tmp_path / "out" / "progress.json"), *args], capture_output=True, text=True)
@@ -44,6 +55,9 @@ def test_script_writes_windows_and_refuses_bad_input(tmp_path):
     result = json.loads((tmp_path / "out" / "progress.json").read_text())
     assert [w["first_episode"] for w in result["windows"]] == [0, 3]
     assert result["windows"][1]["mean_return"] == pytest.approx(0.4)
+    # One task: relative to it, the first window is below the run's mean by as much as the second is above.
+    assert result["windows"][1]["mean_return_relative_to_task"] == pytest.approx(0.15)
+    assert result["windows"][0]["mean_return_relative_to_task"] == pytest.approx(-0.15)
     assert (tmp_path / "out" / "progress.md").exists() and (tmp_path / "out" / "progress.png").exists()
 
     too_few = _run(tmp_path, "--window", "10")
