@@ -14,7 +14,9 @@ episodes that started near LHOPT's default learning rate (within 3x of
 whatever the policy), so each window also has its mean return relative to the task:
 every episode's return minus the mean return of all the run's episodes of the same
 task and kind of start; a trend in it is the policy's, not the draw's. The share of
-return variance that the task and kind of start explain is reported too. Per family:
+return variance that the task and kind of start explain is reported too, and PPO's
+losses (from the run's TensorBoard summaries in ROOT/train) averaged over as many
+equal spans of iterations as there are windows. Per family:
 first window against last, with long-run pool episodes apart (in runs that did not
 record the pool: episodes of more than tasks.MAX_STEPS steps).
 
@@ -65,6 +67,25 @@ def relative_to_task(episodes):
     return relative, float(1.0 - np.sum(relative ** 2) / total) if total > 0 else 0.0
 
 
+PPO_LOSSES = ("value_estimation_loss", "policy_gradient_loss", "entropy_regularization_loss")
+
+
+def ppo_losses(root, spans):
+    """Mean of each of PPO's `PPO_LOSSES` over `spans` equal spans of the run's iterations
+    (read from ROOT/train's summaries; {} if it has none)."""
+    import tensorflow as tf
+
+    by_step = {name: {} for name in PPO_LOSSES}
+    for events in sorted((root / "train").glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(events)):
+            for value in event.summary.value:
+                name = value.tag.removeprefix("losses/")
+                if value.tag.startswith("losses/") and name in by_step:
+                    by_step[name][event.step] = float(tf.make_ndarray(value.tensor))  # a restart's repeat overwrites
+    return {name: [float(np.mean(part)) for part in np.array_split([steps[s] for s in sorted(steps)], spans)]
+            for name, steps in by_step.items() if len(steps) >= spans}
+
+
 def summarise(episodes, near_lr, relative=None):
     returns = np.array([e["return"] for e in episodes])
     initial_lr = np.array([e["initial_hyperparameters"]["learning_rate"] for e in episodes])
@@ -111,6 +132,7 @@ def main():
         "near_lr": args.near_lr,
         "task_share_of_return_variance": task_share,
         "tasks": len({_task(e) for e in episodes}),
+        "ppo_losses": ppo_losses(root, len(windows)),
         "windows": [{"first_episode": i, **summarise(w, args.near_lr, relative[i:i + args.window])}
                     for i, w in zip(starts, windows)],
         "families": {
@@ -149,6 +171,12 @@ def main():
             f"({w['episodes_near_default_lr']}) | {_signed(w['mean_return_default_start'])} "
             f"({w['episodes_default_start']}) | {_signed(w['mean_log2_lr_change'])} |"
         )
+    if result["ppo_losses"]:
+        lines += ["", f"PPO's losses, mean over {len(windows)} equal spans of the run's iterations:", "",
+                  "| loss | " + " | ".join(f"span {i + 1}" for i in range(len(windows))) + " |",
+                  "|---|" + "---|" * len(windows)]
+        lines += [f"| {name} | " + " | ".join(f"{v:+.4f}" for v in values) + " |"
+                  for name, values in result["ppo_losses"].items()]
     lines += ["", "Per family, first window against last:", "",
               "| family | mean return (first) | mean return (last) | episodes (last) |", "|---|---|---|---|"]
     for family, both in result["families"].items():

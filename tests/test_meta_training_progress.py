@@ -42,6 +42,19 @@ def test_returns_relative_to_their_task_and_kind_of_start():
     assert share == pytest.approx(1 - 1.0 / total)
 
 
+def test_ppo_losses_are_averaged_over_spans_of_iterations(tmp_path):
+    import tensorflow as tf
+
+    with tf.summary.create_file_writer(str(tmp_path / "train")).as_default():
+        for step in range(1, 7):
+            tf.summary.scalar("losses/value_estimation_loss", float(step), step=step)
+            tf.summary.scalar("losses/total", 99.0, step=step)  # not one of the reported losses
+        tf.summary.scalar("losses/value_estimation_loss", 10.0, step=6)  # a resumed run redoes iteration 6
+    losses = meta_training_progress.ppo_losses(tmp_path, spans=2)
+    assert losses == {"value_estimation_loss": [pytest.approx(2.0), pytest.approx((4 + 5 + 10) / 3)]}
+    assert meta_training_progress.ppo_losses(tmp_path / "elsewhere", spans=2) == {}
+
+
 def _run(tmp_path, *args):
     return subprocess.run([sys.executable, SCRIPT, "--root_dir", str(tmp_path), "--output",
                            str(tmp_path / "out" / "progress.json"), *args], capture_output=True, text=True)
