@@ -313,8 +313,9 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
         episode["prepared"].apply_action(tf.constant(action))
         loss = self._train_chunk()
         speedup = self._log_speedup(loss)
-        episode["return"] += speedup - episode["previous"]
-        step_reward = np.float32(speedup - episode["previous"] - episode["baseline_per_step"])
+        gain = speedup - episode["previous"]
+        episode["return"] += gain
+        step_reward = np.float32(gain - episode["baseline_per_step"])
         episode["previous"] = speedup
         observation = self._observation(speedup)
         if episode["control_step"] >= episode["spec"].control_steps:
