@@ -25,6 +25,7 @@ record the pool: episodes of more than tasks.MAX_STEPS steps).
 """
 
 import argparse
+import collections
 import json
 import math
 import pathlib
@@ -58,13 +59,15 @@ def _task(episode):
 
 def relative_to_task(episodes):
     """Each episode's return minus the mean return of the episodes of its task and kind of start;
-    and the share of the returns' variance those means explain."""
+    the share of the returns' variance those means explain; and how many such groups there are."""
     returns = np.array([e["return"] for e in episodes])
     keys = [_task(e) for e in episodes]
-    means = {key: np.mean([r for r, k in zip(returns, keys) if k == key]) for key in set(keys)}
-    relative = returns - np.array([means[k] for k in keys])
+    by_key = collections.defaultdict(list)
+    for key, value in zip(keys, returns):
+        by_key[key].append(value)
+    relative = returns - np.array([np.mean(by_key[k]) for k in keys])
     total = np.sum((returns - returns.mean()) ** 2)
-    return relative, float(1.0 - np.sum(relative ** 2) / total) if total > 0 else 0.0
+    return relative, float(1.0 - np.sum(relative ** 2) / total) if total > 0 else 0.0, len(by_key)
 
 
 PPO_LOSSES = ("value_estimation_loss", "policy_gradient_loss", "entropy_regularization_loss")
@@ -124,14 +127,14 @@ def main():
         sys.exit(f"{path} has {len(episodes)} episodes, fewer than one window of {args.window}.")
     starts = range(0, len(episodes) - args.window + 1, args.window)
     windows = [episodes[i:i + args.window] for i in starts]
-    relative, task_share = relative_to_task(episodes)
+    relative, task_share, groups = relative_to_task(episodes)
     families = sorted({_group(e) for e in episodes})
     result = {
         "command": "python benchmarks/meta_training_progress.py " + " ".join(sys.argv[1:]),
         "run": str(root.resolve()),
         "near_lr": args.near_lr,
         "task_share_of_return_variance": task_share,
-        "tasks": len({_task(e) for e in episodes}),
+        "tasks": groups,
         "ppo_losses": ppo_losses(root, len(windows)),
         "windows": [{"first_episode": i, **summarise(w, args.near_lr, relative[i:i + args.window])}
                     for i, w in zip(starts, windows)],

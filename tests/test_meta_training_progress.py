@@ -35,7 +35,8 @@ def test_returns_relative_to_their_task_and_kind_of_start():
     episodes = [_episode(1.0, 1e-2, 1e-2, task="easy"), _episode(2.0, 1e-2, 1e-2, task="easy"),
                 _episode(-1.0, 1e-2, 1e-2, task="hard"), _episode(0.0, 1e-2, 1e-2, task="hard"),
                 _episode(5.0, 1e-2, 1e-2, task="hard", default_start=True)]  # alone in its group
-    relative, share = meta_training_progress.relative_to_task(episodes)
+    relative, share, groups = meta_training_progress.relative_to_task(episodes)
+    assert groups == 3
     assert list(relative) == pytest.approx([-0.5, 0.5, -0.5, 0.5, 0.0])
     returns = [e["return"] for e in episodes]
     total = sum((r - sum(returns) / 5) ** 2 for r in returns)
