@@ -1,0 +1,85 @@
+"""Which of a controller's action heads help: copies of it with some heads held at their no-op.
+
+For a policy, writes one controller per action head in which that head always
+chooses its no-op (the hyperparameter stays where it started) while every other
+head acts as the policy decides, plus one that steers the learning rate alone.
+Compare them with the tools that judge any controller:
+
+    python benchmarks/head_ablation.py --policy default --output_dir /work/runs/ablation
+    python benchmarks/validate_policies.py --policies /work/runs/ablation/* --processes 2   # choose on these
+    python -m training.evaluate --policy /work/runs/ablation/hold_weight_decay --output_dir ...  # check held-out
+
+The policy's recurrent state is passed through unchanged, so it sees the
+features its held heads produce (a held head's hyperparameter features stay
+constant), not the ones it would have produced.
+"""
+
+import argparse
+import os
+import pathlib
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import tensorflow as tf  # noqa: E402
+
+import keras_lopt  # noqa: E402
+from keras_lopt import actions, controller  # noqa: E402
+
+HYPERPARAMETERS = tuple(head.hyperparameter for head in actions.ACTION_HEADS)
+LEARNING_RATE_ONLY = "learning_rate_only"
+
+
+class HeldHeads(tf.Module):
+    """A controller whose `held` heads always choose their no-op."""
+
+    def __init__(self, policy, held):
+        super().__init__()
+        self.policy = tf.saved_model.load(str(controller.resolve(policy)))
+        self.held = tf.constant([head.hyperparameter in held for head in actions.ACTION_HEADS])
+        self.noop = tf.constant(actions.NOOP_ACTION, tf.int32)
+
+    def __call__(self, observation, state):
+        out = self.policy.act(observation, state)
+        action = tf.where(self.held, self.noop, tf.cast(out["action"], tf.int32))
+        return action, out["state"]
+
+
+def variants():
+    """Name -> held hyperparameters: each head alone, then all but the learning rate."""
+    named = {f"hold_{name}": (name,) for name in HYPERPARAMETERS}
+    named[LEARNING_RATE_ONLY] = tuple(n for n in HYPERPARAMETERS if n != "learning_rate")
+    return named
+
+
+def save_with_heads_held(policy, held, path):
+    unknown = sorted(set(held) - set(HYPERPARAMETERS))
+    if unknown:
+        raise ValueError(f"Unknown action heads {unknown}. Known: {', '.join(HYPERPARAMETERS)}.")
+    source = controller.Controller.load(policy)
+    return keras_lopt.save_controller(
+        path,
+        HeldHeads(policy, held),
+        state_size=source.state_size,
+        name=pathlib.Path(path).name,
+        description=f"{source.name} with {', '.join(held)} held at the no-op (benchmarks/head_ablation.py)",
+        extra={"policy": str(policy), "held": list(held), "source_metadata": source.metadata},
+    )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policy", default="default", help='"default" or the path of a controller')
+    parser.add_argument("--output_dir", required=True, help="one controller directory per variant goes here")
+    parser.add_argument("--variants", nargs="+", choices=sorted(variants()), default=sorted(variants()),
+                        help="which copies to write (default: all)")
+    args = parser.parse_args(argv)
+    for name in args.variants:
+        path = pathlib.Path(args.output_dir) / name
+        save_with_heads_held(args.policy, variants()[name], path)
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
