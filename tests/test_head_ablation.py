@@ -1,0 +1,42 @@
+"""benchmarks/head_ablation.py: a controller's copy with chosen action heads held at their no-op."""
+
+import head_ablation
+import pytest
+import tensorflow as tf
+
+import keras_lopt
+from keras_lopt import actions, controller, features
+
+
+class CountingController(tf.Module):
+    """Chooses every head's first choice (never the no-op); its state counts its calls."""
+
+    def __call__(self, observation, state):
+        batch = tf.shape(observation)[0]
+        return tf.zeros([batch, len(actions.ACTION_HEADS)], tf.int32), state + 1.0
+
+
+def test_held_heads_choose_the_noop_and_the_others_and_state_pass_through(tmp_path):
+    keras_lopt.save_controller(tmp_path / "policy", CountingController(), state_size=2)
+    held = ("weight_decay", "beta_2")
+    metadata = head_ablation.save_with_heads_held(str(tmp_path / "policy"), held, tmp_path / "held")
+    assert metadata["extra"]["held"] == list(held)
+
+    copy = controller.Controller.load(str(tmp_path / "held"))
+    action, state = copy.act(tf.zeros([features.NUM_FEATURES]), tf.constant([1.0, 5.0]))
+    expected = [head.noop if head.hyperparameter in held else 0 for head in actions.ACTION_HEADS]
+    assert action.numpy().tolist() == expected
+    assert state.numpy().tolist() == [2.0, 6.0]
+    assert expected != list(actions.NOOP_ACTION) and expected != [0] * len(expected)
+
+
+def test_learning_rate_only_holds_every_other_head():
+    held = head_ablation.variants()[head_ablation.LEARNING_RATE_ONLY]
+    assert "learning_rate" not in held and len(held) == len(actions.ACTION_HEADS) - 1
+
+
+def test_unknown_head_is_named(tmp_path):
+    keras_lopt.save_controller(tmp_path / "policy", CountingController(), state_size=2)
+    with pytest.raises(ValueError, match=r"Unknown action heads \['momentum'\]"):
+        head_ablation.save_with_heads_held(str(tmp_path / "policy"), ("momentum",), tmp_path / "held")
+    assert not (tmp_path / "held").exists()
