@@ -6,6 +6,7 @@ head acts as the policy decides, plus one that steers the learning rate alone.
 Compare them with the tools that judge any controller:
 
     python benchmarks/head_ablation.py --policy default --output_dir /work/runs/ablation
+    python benchmarks/head_ablation.py --output_dir /work/runs/ablation --hold update_norm_ema clip_ema  # one copy
     python benchmarks/validate_policies.py --policies /work/runs/ablation/* --processes 2   # choose on these
     python -m training.evaluate --policy /work/runs/ablation/hold_weight_decay --output_dir ...  # check held-out
 
@@ -74,10 +75,16 @@ def main(argv=None):
     parser.add_argument("--output_dir", required=True, help="one controller directory per variant goes here")
     parser.add_argument("--variants", nargs="+", choices=sorted(variants()), default=sorted(variants()),
                         help="which copies to write (default: all)")
+    parser.add_argument("--hold", nargs="+", choices=HYPERPARAMETERS, metavar="HEAD",
+                        help="instead, write one copy with these heads held (named hold_HEAD_and_HEAD...)")
     args = parser.parse_args(argv)
-    for name in args.variants:
+    if args.hold:
+        chosen = {"hold_" + "_and_".join(args.hold): tuple(args.hold)}
+    else:
+        chosen = {name: variants()[name] for name in args.variants}
+    for name, held in chosen.items():
         path = pathlib.Path(args.output_dir) / name
-        save_with_heads_held(args.policy, variants()[name], path)
+        save_with_heads_held(args.policy, held, path)
         print(f"wrote {path}")
 
 
