@@ -65,7 +65,8 @@ def save_with_heads_held(policy, held, path):
         state_size=source.state_size,
         name=pathlib.Path(path).name,
         description=f"{source.name} with {', '.join(held)} held at the no-op (benchmarks/head_ablation.py)",
-        extra={"policy": str(policy), "held": list(held), "source_metadata": source.metadata},
+        # The source's training record stays readable where tools look for it.
+        extra={**source.metadata.get("extra", {}), "held_from": str(policy), "held": list(held)},
     )
 
 

@@ -17,10 +17,10 @@ class CountingController(tf.Module):
 
 
 def test_held_heads_choose_the_noop_and_the_others_and_state_pass_through(tmp_path):
-    keras_lopt.save_controller(tmp_path / "policy", CountingController(), state_size=2)
+    keras_lopt.save_controller(tmp_path / "policy", CountingController(), state_size=2, extra={"iterations": 7})
     held = ("weight_decay", "beta_2")
     metadata = head_ablation.save_with_heads_held(str(tmp_path / "policy"), held, tmp_path / "held")
-    assert metadata["extra"]["held"] == list(held)
+    assert metadata["extra"] == {"iterations": 7, "held_from": str(tmp_path / "policy"), "held": list(held)}
 
     copy = controller.Controller.load(str(tmp_path / "held"))
     action, state = copy.act(tf.zeros([features.NUM_FEATURES]), tf.constant([1.0, 5.0]))
