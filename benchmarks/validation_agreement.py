@@ -88,6 +88,7 @@ def held_out(paths):
             "file": str(path),
             "geometric_mean": data["geometric_mean_speedup"],
             "tasks": {r["task"]: r["speedup_over_adam"] for r in data["results"]},
+            "capped": {r["task"]: bool(r.get("speedup_capped")) for r in data["results"]},
         }
     return result
 
@@ -165,6 +166,12 @@ def main():
     for r in rows:
         lines.append(f"- `{pathlib.Path(r['files'][0]).name}`: " + "; ".join(
             f"{p}: {v['validation_mean']:+.2f} / {v['held_out_speedup']:.2f}x" for p, v in r["policies"].items()))
+    lines += ["", "Held-out speedups (as training/evaluate.py reported them; >= where one capped at 3x):", "",
+              "| policy | geometric mean | " + " | ".join(task_names) + " |", "|---|---|" + "---|" * len(task_names)]
+    for name, result in sorted(speedups.items(), key=lambda item: -item[1]["geometric_mean"]):
+        lines.append(f"| {name} | {result['geometric_mean']:.2f}x | " + " | ".join(
+            ("-" if t not in result["tasks"] else
+             f"{'>= ' if result['capped'][t] else ''}{result['tasks'][t]:.2f}x") for t in task_names) + " |")
     output.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

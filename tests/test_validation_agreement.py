@@ -43,7 +43,10 @@ def test_one_set_across_files_ranked_against_held_out(tmp_path, monkeypatch):
     assert sorted(row["policies"]) == ["default", "p1", "p2"]
     assert row["spearman_per_held_out_task"] == pytest.approx({"a": 1.0, "b": -1.0})
     assert row["validation_favourite"] == "p2" and row["its_held_out_speedup"] == pytest.approx(2.0)
-    assert "| `v1.json` | 2 | 3 |" in output.with_suffix(".md").read_text()
+    markdown = output.with_suffix(".md").read_text()
+    assert "| `v1.json` | 2 | 3 |" in markdown
+    assert "| p2 | 2.00x | 4.00x | 1.00x |" in markdown  # held-out per policy, best first
+    assert markdown.index("| p2 | 2.00x") < markdown.index("| p1 |")
 
 
 def test_two_policies_under_one_name_is_an_error(tmp_path):
