@@ -74,10 +74,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policy", default="default", help='"default" or the path of a controller')
     parser.add_argument("--output_dir", required=True, help="one controller directory per variant goes here")
-    parser.add_argument("--variants", nargs="+", choices=sorted(variants()), default=sorted(variants()),
-                        help="which copies to write (default: all)")
-    parser.add_argument("--hold", nargs="+", choices=HYPERPARAMETERS, metavar="HEAD",
-                        help="instead, write one copy with these heads held (named hold_HEAD_and_HEAD...)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--variants", nargs="+", choices=sorted(variants()), default=sorted(variants()),
+                       help="which copies to write (default: all)")
+    which.add_argument("--hold", nargs="+", choices=HYPERPARAMETERS, metavar="HEAD",
+                       help="instead, write one copy with these heads held (named hold_HEAD_and_HEAD...)")
     args = parser.parse_args(argv)
     if args.hold:
         chosen = {"hold_" + "_and_".join(args.hold): tuple(args.hold)}
@@ -85,7 +86,10 @@ def main(argv=None):
         chosen = {name: variants()[name] for name in args.variants}
     for name, held in chosen.items():
         path = pathlib.Path(args.output_dir) / name
-        save_with_heads_held(args.policy, held, path)
+        try:
+            save_with_heads_held(args.policy, held, path)
+        except ValueError as error:  # not a controller, or the target is taken: say so, without a traceback
+            sys.exit(str(error))
         print(f"wrote {path}")
 
 

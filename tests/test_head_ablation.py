@@ -40,3 +40,9 @@ def test_unknown_head_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"Unknown action heads \['momentum'\]"):
         head_ablation.save_with_heads_held(str(tmp_path / "policy"), ("momentum",), tmp_path / "held")
     assert not (tmp_path / "held").exists()
+
+
+def test_the_command_line_names_a_bad_policy_without_a_traceback(tmp_path):
+    with pytest.raises(SystemExit, match="no such directory"):
+        head_ablation.main(["--policy", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "out"),
+                            "--hold", "epsilon"])
