@@ -16,6 +16,7 @@ constant), not the ones it would have produced.
 """
 
 import argparse
+import json
 import os
 import pathlib
 import sys
@@ -37,7 +38,13 @@ class HeldHeads(tf.Module):
 
     def __init__(self, policy, held):
         super().__init__()
-        self.policy = tf.saved_model.load(str(controller.resolve(policy)))
+        unknown = sorted(set(held) - set(HYPERPARAMETERS))
+        if unknown:
+            raise ValueError(f"Unknown action heads {unknown}. Known: {', '.join(HYPERPARAMETERS)}.")
+        directory = controller.resolve(policy)
+        # The metadata alone (spec checked, SavedModel not loaded): the copy loads it once, below.
+        self.source = controller.Controller(json.loads((directory / controller.METADATA_FILE).read_text()), str(policy))
+        self.policy = tf.saved_model.load(str(directory))
         self.held = tf.constant([head.hyperparameter in held for head in actions.ACTION_HEADS])
         self.noop = tf.constant(actions.NOOP_ACTION, tf.int32)
 
@@ -55,13 +62,11 @@ def variants():
 
 
 def save_with_heads_held(policy, held, path):
-    unknown = sorted(set(held) - set(HYPERPARAMETERS))
-    if unknown:
-        raise ValueError(f"Unknown action heads {unknown}. Known: {', '.join(HYPERPARAMETERS)}.")
-    source = controller.Controller.load(policy)
+    copy = HeldHeads(policy, held)
+    source = copy.source
     return keras_lopt.save_controller(
         path,
-        HeldHeads(policy, held),
+        copy,
         state_size=source.state_size,
         name=pathlib.Path(path).name,
         description=f"{source.name} with {', '.join(held)} held at the no-op (benchmarks/head_ablation.py)",
