@@ -13,11 +13,13 @@ extrapolated to at most that many times its budget). LHOPT with its controller o
 at its default learning rate and at the multiples of it given by --lr_factors (where an
 untrained controller starts from, and what a fixed learning rate alone gives).
 --policy_lr_factors starts each policy from multiples of the default learning rate
-too (what a different default would give). Results before 2026-12-01 (4) used
-LHOPT's earlier default learning rate, 1e-3.
+too (what a different default would give), and --policy_starts from other values of
+any hyperparameter (NAME=VALUE, several joined by commas; "default" for LHOPT's
+defaults). Results before 2026-12-01 (4) used LHOPT's earlier default learning rate, 1e-3.
 
     python benchmarks/validate_policies.py --policies saved_policies/a saved_policies/b [--lr_factors 1 10] [--tasks 12]
         [--control_steps 30 100] [--policy_lr_factors 1 10] [--families image_mlp] [--processes 2]
+        [--policy_starts default epsilon=1e-8 weight_decay=1e-3,beta_1=0.8]
     # long runs, as in meta-training's long-run pool:
     python benchmarks/validate_policies.py --policies ... --families quadratic image_mlp tabular_mlp \
         --min_steps 4000 --max_steps 20000 --min_train_examples 4000 --tasks 8 --first_seed 3000 --processes 2
@@ -37,7 +39,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 import keras_lopt  # noqa: E402
-from keras_lopt.lhopt import control_every_for  # noqa: E402
+from keras_lopt.lhopt import control_every_for, validate_hyperparameter  # noqa: E402
 from training import baselines, reward, runner, tasks  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "validate_policies.json"
@@ -58,12 +60,35 @@ def controller_off_name(lr_factor):
     return CONTROLLER_OFF if lr_factor == 1.0 else f"{CONTROLLER_OFF}, lr x{lr_factor:g}"
 
 
-def score(spec, task, baseline, policy, lr_factor=1.0, control_steps=None):
-    """Clipped log speedup over the Adam baseline of LHOPT (defaults, `policy`, lr scaled by `lr_factor`,
-    acting about `control_steps` times in the run, or at its default cadence)."""
-    learning_rate = tasks.default_hyperparameters()["learning_rate"] * lr_factor
+def parse_start(text):
+    """A --policy_starts item ("default", or NAME=VALUE[,NAME=VALUE...]) as LHOPT constructor arguments;
+    a bad item raises a one-line ValueError naming it."""
+    if text == "default":
+        return {}
+    start = {}
+    for item in text.split(","):
+        name, equals, value = item.partition("=")
+        if not equals:
+            raise ValueError(f"--policy_starts item '{text}': '{item}' is not NAME=VALUE (e.g. epsilon=1e-8).")
+        if name in start:
+            raise ValueError(f"--policy_starts item '{text}' sets {name} twice.")
+        start[name] = validate_hyperparameter(name, value)
+    return start
+
+
+def start_name(lr_factor, start):
+    """How a contender's start differs from LHOPT's defaults, e.g. ", lr x10, epsilon=1e-08" ("" if not)."""
+    parts = [f"lr x{lr_factor:g}"] if lr_factor != 1.0 else []
+    parts += [f"{name}={value:g}" for name, value in start.items()]
+    return "".join(f", {part}" for part in parts)
+
+
+def score(spec, task, baseline, policy, start=None, control_steps=None):
+    """Clipped log speedup over the Adam baseline of LHOPT (`policy`, starting from its defaults updated
+    with `start`, acting about `control_steps` times in the run, or at its default cadence)."""
+    hyperparameters = tasks.default_hyperparameters() | (start or {})
     control_every = None if control_steps is None else control_every_for(spec.total_steps, control_steps)
-    optimizer = keras_lopt.LHOPT(learning_rate=learning_rate, policy=policy, total_steps=spec.total_steps,
+    optimizer = keras_lopt.LHOPT(**hyperparameters, policy=policy, total_steps=spec.total_steps,
                                  control_every=control_every)
     steps, losses = runner.TaskRun(task, optimizer).run()
     return reward.log_speedup(baseline.fit, float(losses[-1]), int(steps[-1]))
@@ -90,6 +115,9 @@ def main():
                         help="controller-off references at these multiples of LHOPT's default learning rate")
     parser.add_argument("--policy_lr_factors", type=float, nargs="+", default=[1.0],
                         help="run each policy starting from these multiples of LHOPT's default learning rate")
+    parser.add_argument("--policy_starts", nargs="+", default=["default"], metavar="START",
+                        help='run each policy from these starts: "default" (LHOPT\'s defaults) or NAME=VALUE pairs '
+                             'joined by commas, e.g. epsilon=1e-8,weight_decay=1e-3 (with each --policy_lr_factors)')
     parser.add_argument("--control_steps", type=int, nargs="+",
                         help="run each policy acting about this many times per run (default: LHOPT's default cadence)")
     parser.add_argument("--tasks", type=int, default=12)
@@ -113,15 +141,24 @@ def main():
 
     for policy in args.policies:
         controller.resolve(policy)  # fail before any training run
-    # name -> (policy, lr factor, control steps)
-    contenders = {controller_off_name(f): (None, f, None) for f in args.lr_factors}
+    try:
+        starts = [parse_start(text) for text in args.policy_starts]
+    except ValueError as error:
+        parser.error(str(error))
+    default_lr = tasks.default_hyperparameters()["learning_rate"]
+    # name -> (policy, start, control steps)
+    contenders = {controller_off_name(f): (None, {"learning_rate": default_lr * f}, None) for f in args.lr_factors}
     for policy in args.policies:
         for factor in args.policy_lr_factors:
-            name = policy if factor == 1.0 else f"{policy}, lr x{factor:g}"
-            if args.control_steps:
-                contenders.update({f"{name} @{n}": (policy, factor, n) for n in args.control_steps})
-            else:
-                contenders[name] = (policy, factor, None)
+            for start in starts:
+                if "learning_rate" in start and factor != 1.0:
+                    parser.error("--policy_starts sets learning_rate; leave --policy_lr_factors at 1.")
+                name = policy + start_name(factor, start)
+                start_values = {"learning_rate": default_lr * factor} | start
+                if args.control_steps:
+                    contenders.update({f"{name} @{n}": (policy, start_values, n) for n in args.control_steps})
+                else:
+                    contenders[name] = (policy, start_values, None)
 
     rows = []
     # One fresh process per task: XLA's CPU JIT never frees its code mappings, and a
@@ -145,7 +182,7 @@ def main():
         "# Controllers on unseen training-distribution tasks",
         "",
         f"Generated by `{command.strip()}`. Clipped log speedup over Adam at Keras' defaults (the meta-training",
-        f"reward's final value; {reward.SCALE}); LHOPT starts from its default hyperparameters.",
+        f"reward's final value; {reward.SCALE}); LHOPT starts from its default hyperparameters unless its name says.",
         "`@N`: the policy acting about N times per run (`control_every = total_steps // N`); without it, at LHOPT's",
         "default cadence.",
         "",
