@@ -21,6 +21,15 @@ def test_steps_to_reach_interpolates_and_reports_never():
     assert evaluate.steps_to_reach([0, 10, 20], [4.0, math.nan, 1.0], 2.0) == 20.0
 
 
+def test_the_cached_controller_off_curve_follows_lhopt_defaults(monkeypatch):
+    from keras_lopt import lhopt
+
+    before = evaluate.no_controller_contender()
+    assert before == evaluate.no_controller_contender()
+    monkeypatch.setitem(lhopt.HYPERPARAMETERS, "epsilon", (1e-8, "epsilon"))
+    assert evaluate.no_controller_contender() != before
+
+
 def test_speedup_is_adam_steps_over_budget_capped_at_the_horizon():
     steps = np.arange(0, 301, 10)
     losses = 1.0 / (1.0 + steps)  # Adam's curve, run to 3x a budget of 100

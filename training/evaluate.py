@@ -31,6 +31,7 @@ PNG plots (of the first seed) of the loss curves and of LHOPT's hyperparameters.
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -117,6 +118,13 @@ def _curve(task, optimizer, total_steps, eval_every, on_chunk=None):
     return steps, losses, time.perf_counter() - start
 
 
+def no_controller_contender():
+    """The controller-off curve's cache name: it follows LHOPT's default hyperparameters, so a change
+    of defaults never reads a curve run from the old ones."""
+    defaults = json.dumps(tasks.default_hyperparameters(), sort_keys=True)
+    return f"lhopt_no_controller_{hashlib.sha1(defaults.encode()).hexdigest()[:8]}"
+
+
 def _curve_cache_path(cache_dir, spec, contender, total_steps):
     return pathlib.Path(cache_dir) / f"{spec.key}-{contender}-{total_steps}.json"
 
@@ -168,7 +176,7 @@ def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None):
     for lr in COSINE_LEARNING_RATES:
         cosine[lr] = reference(f"cosine_adam_lr{lr:g}", budget, lambda lr=lr: keras.optimizers.Adam(
             learning_rate=keras.optimizers.schedules.CosineDecay(lr, decay_steps=budget)))
-    no_controller = reference("lhopt_no_controller", budget, lambda: keras_lopt.LHOPT(policy=None))
+    no_controller = reference(no_controller_contender(), budget, lambda: keras_lopt.LHOPT(policy=None))
     optimizer = keras_lopt.LHOPT(policy=policy, total_steps=budget)
     trajectory = []
     lhopt = _curve(task(), optimizer, budget, eval_every,
