@@ -15,9 +15,9 @@ from keras_lopt.controller import Controller
 EXTERNAL = "external"
 
 # Constructor name -> (reference initial value, name of the variable that
-# stores it). The reference values (DESIGN.md section 2) are the constructor's
-# defaults, except the learning rate's (DEFAULT_LEARNING_RATE), and the centre of
-# meta-training's random starts. Betas are stored as one-minus-beta because the
+# stores it). The reference values (DESIGN.md section 2) are the centre of
+# meta-training's random starts and, except where DEFAULTS says otherwise, the
+# constructor's defaults. Betas are stored as one-minus-beta because the
 # controller scales 1 - beta multiplicatively.
 HYPERPARAMETERS = {
     "learning_rate": (1e-3, "learning_rate"),
@@ -43,13 +43,15 @@ _RANGES = {
     "update_norm_ema": (0.0, 1.0, False, True, "a float in (0, 1], like 0.05"),
 }
 
-# The learning rate LHOPT starts from by default. With the LAMB trust ratio the
-# rate is a step relative to each weight tensor's norm, so the reference 1e-3
-# alone trains about 4x slower than Adam at its defaults, and a controller spends
-# much of a run raising it. On 36 validation tasks 1e-2 scored best for the
-# default policy and with the controller off
-# (benchmarks/results/validate_initial_lr_combined.md).
-DEFAULT_LEARNING_RATE = 1e-2
+# The hyperparameters LHOPT starts from by default (constructor name -> value).
+DEFAULTS = {name: reference for name, (reference, _) in HYPERPARAMETERS.items()} | {
+    # With the LAMB trust ratio the rate is a step relative to each weight
+    # tensor's norm, so the reference 1e-3 alone trains about 4x slower than
+    # Adam at its defaults, and a controller spends much of a run raising it.
+    # On 36 validation tasks 1e-2 scored best for the default policy and with
+    # the controller off (benchmarks/results/validate_initial_lr_combined.md).
+    "learning_rate": 1e-2,
+}
 
 # Thresholds of the reference update (DESIGN.md section 2).
 _CLIP_DENOMINATOR_EPS = 1e-6
@@ -244,14 +246,14 @@ class LHOPT(keras.optimizers.Optimizer):
 
     def __init__(
         self,
-        learning_rate=DEFAULT_LEARNING_RATE,
-        beta_1=HYPERPARAMETERS["beta_1"][0],
-        beta_2=HYPERPARAMETERS["beta_2"][0],
-        epsilon=HYPERPARAMETERS["epsilon"][0],
-        weight_decay=HYPERPARAMETERS["weight_decay"][0],
-        clip_threshold=HYPERPARAMETERS["clip_threshold"][0],
-        clip_ema=HYPERPARAMETERS["clip_ema"][0],
-        update_norm_ema=HYPERPARAMETERS["update_norm_ema"][0],
+        learning_rate=DEFAULTS["learning_rate"],
+        beta_1=DEFAULTS["beta_1"],
+        beta_2=DEFAULTS["beta_2"],
+        epsilon=DEFAULTS["epsilon"],
+        weight_decay=DEFAULTS["weight_decay"],
+        clip_threshold=DEFAULTS["clip_threshold"],
+        clip_ema=DEFAULTS["clip_ema"],
+        update_norm_ema=DEFAULTS["update_norm_ema"],
         policy="default",
         total_steps=None,
         control_every=None,

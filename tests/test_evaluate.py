@@ -26,7 +26,7 @@ def test_the_cached_controller_off_curve_follows_lhopt_defaults(monkeypatch):
 
     before = evaluate.no_controller_contender()
     assert before == evaluate.no_controller_contender()
-    monkeypatch.setitem(lhopt.HYPERPARAMETERS, "epsilon", (1e-8, "epsilon"))
+    monkeypatch.setitem(lhopt.DEFAULTS, "epsilon", 1e-7)
     assert evaluate.no_controller_contender() != before
 
 

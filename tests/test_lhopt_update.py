@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from keras_lopt import LHOPT
+from keras_lopt.lhopt import DEFAULTS
 from reference import ReferenceLHOPT
 
 SHAPES = [(5, 4), (4,), (2, 3, 3), ()]
@@ -15,6 +16,7 @@ def _setup(seed=0, **hyperparameters):
     rng = np.random.default_rng(seed)
     params = [rng.normal(size=s).astype(np.float32) for s in SHAPES]
     variables = [keras.Variable(p) for p in params]
+    hyperparameters = DEFAULTS | hyperparameters  # the reference's own defaults are DESIGN.md's
     return rng, variables, LHOPT(**hyperparameters, policy=None), ReferenceLHOPT(params, **hyperparameters)
 
 
@@ -57,7 +59,7 @@ def test_first_step_by_hand():
     p0 = np.array([1.0, -2.0, 0.5], np.float32)
     g = np.array([0.3, -0.4, 0.0], np.float32)
     variable = keras.Variable(p0)
-    opt = LHOPT(learning_rate=0.1, weight_decay=0.01, policy=None)
+    opt = LHOPT(learning_rate=0.1, epsilon=1e-6, weight_decay=0.01, policy=None)
     opt.apply([tf.constant(g)], [variable])
     clipped = g * 0.8 * 0.5 / (0.5 + 1e-6)
     u = clipped / (np.abs(clipped) + 1e-6) + 0.01 * p0

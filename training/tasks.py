@@ -109,10 +109,9 @@ def _choice(rng, options):
 
 def default_hyperparameters():
     """LHOPT's constructor defaults, by constructor name."""
-    from keras_lopt.lhopt import DEFAULT_LEARNING_RATE, HYPERPARAMETERS
+    from keras_lopt.lhopt import DEFAULTS
 
-    return {name: reference for name, (reference, _) in HYPERPARAMETERS.items()} | {
-        "learning_rate": DEFAULT_LEARNING_RATE}
+    return dict(DEFAULTS)
 
 
 def sample_initial_hyperparameters(rng):
