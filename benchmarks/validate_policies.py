@@ -39,7 +39,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 import keras_lopt  # noqa: E402
-from keras_lopt.lhopt import control_every_for, validate_hyperparameter  # noqa: E402
+from keras_lopt.lhopt import control_every_for  # noqa: E402
 from training import baselines, reward, runner, tasks  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "validate_policies.json"
@@ -58,22 +58,6 @@ def short_labels(names):
 
 def controller_off_name(lr_factor):
     return CONTROLLER_OFF if lr_factor == 1.0 else f"{CONTROLLER_OFF}, lr x{lr_factor:g}"
-
-
-def parse_start(text):
-    """A --policy_starts item ("default", or NAME=VALUE[,NAME=VALUE...]) as LHOPT constructor arguments;
-    a bad item raises a one-line ValueError naming it."""
-    if text == "default":
-        return {}
-    start = {}
-    for item in text.split(","):
-        name, equals, value = item.partition("=")
-        if not equals:
-            raise ValueError(f"--policy_starts item '{text}': '{item}' is not NAME=VALUE (e.g. epsilon=1e-8).")
-        if name in start:
-            raise ValueError(f"--policy_starts item '{text}' sets {name} twice.")
-        start[name] = validate_hyperparameter(name, value)
-    return start
 
 
 def start_name(lr_factor, start):
@@ -142,9 +126,9 @@ def main():
     for policy in args.policies:
         controller.resolve(policy)  # fail before any training run
     try:
-        starts = [parse_start(text) for text in args.policy_starts]
+        starts = [tasks.parse_start(text) for text in args.policy_starts]
     except ValueError as error:
-        parser.error(str(error))
+        parser.error(f"--policy_starts: {error}")
     default_lr = tasks.default_hyperparameters()["learning_rate"]
     # name -> (policy, start, control steps)
     contenders = {controller_off_name(f): (None, {"learning_rate": default_lr * f}, None) for f in args.lr_factors}

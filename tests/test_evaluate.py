@@ -55,7 +55,7 @@ def _noop_controller(path):
     return path
 
 
-def test_shrunken_evaluation_writes_results_plots_and_readme_table(tmp_path, monkeypatch):
+def test_shrunken_evaluation_writes_results_plots_and_readme_table(tmp_path, monkeypatch, capsys):
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- evaluation:start -->\nold\n<!-- evaluation:end -->\noutro\n")
     monkeypatch.setattr(evaluate, "README", readme)
@@ -98,5 +98,18 @@ def test_shrunken_evaluation_writes_results_plots_and_readme_table(tmp_path, mon
     assert again["speedup_range"] == [min(s["speedup_over_adam"] for s in seeds),
                                       max(s["speedup_over_adam"] for s in seeds)]
     assert again["lhopt_final_eval_loss"] == pytest.approx(np.mean([s["lhopt_final_eval_loss"] for s in seeds]))
+    for s in seeds:  # every seed's LHOPT run is kept, not only the first's
+        assert s["lhopt_curve"]["losses"][-1] == pytest.approx(s["lhopt_final_eval_loss"])
+        assert len(s["lhopt_hyperparameters"]) == again["budget"] // 10
+    # --start moves LHOPT's starting point; the cached controller-off reference stays at the defaults.
+    calls.clear()
+    evaluate.main(["--policy", str(policy), "--tasks", "diamonds_mlp", "--scale", "0.02", "--seeds", "1",
+                   "--start", "epsilon=1e-7", "--output_dir", str(tmp_path / "start"), "--cache_dir", str(cache)])
+    started = json.loads((tmp_path / "start" / "evaluation.json").read_text())
+    assert started["start"] == {"epsilon": 1e-7} and len(calls) == 1
+    assert started["results"][0]["lhopt_hyperparameters"][0]["epsilon"] == pytest.approx(1e-7)
+    with pytest.raises(SystemExit):
+        evaluate.main(["--policy", str(policy), "--start", "epsilom=1e-7", "--output_dir", str(tmp_path / "bad")])
+    assert "Did you mean 'epsilon'" in capsys.readouterr().err
     text = readme.read_text()
     assert "old" not in text and "geometric mean" in text and text.startswith("intro") and text.endswith("outro\n")

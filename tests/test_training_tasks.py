@@ -395,3 +395,19 @@ def test_default_starts_are_the_constructor_defaults():
     from keras_lopt import LHOPT
 
     assert LHOPT(policy=None).initial_hyperparameters == pytest.approx(tasks.default_hyperparameters())
+
+
+def test_a_start_parses_to_lhopt_constructor_arguments():
+    assert tasks.parse_start("default") == {}
+    assert tasks.parse_start("epsilon=1e-8,beta_1=0.8") == {"epsilon": 1e-8, "beta_1": 0.8}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("epsilon", "'epsilon' is not NAME=VALUE"),
+    ("epsilon=1e-8,epsilon=1e-7", "sets epsilon twice"),
+    ("epsilom=1e-8", "Did you mean 'epsilon'"),
+    ("beta_1=1.5", "beta_1 must be a float strictly between 0 and 1"),
+])
+def test_a_bad_start_is_one_line_naming_it(text, message):
+    with pytest.raises(ValueError, match=message):
+        tasks.parse_start(text)

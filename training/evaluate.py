@@ -11,7 +11,8 @@ comes from), a character-level LM on the Shakespeare tragedies, and a diamonds r
   not extrapolated;
 - Adam with cosine decay runs the budget at each learning rate of a 3-point grid; the
   best final eval loss is kept;
-- LHOPT with the controller (its default settings otherwise) runs the budget;
+- LHOPT with the controller (its default settings otherwise, or starting from --start)
+  runs the budget;
 - LHOPT with its controller off (`policy=None`) runs the budget too: a reference for
   what the controller adds over LHOPT's fixed default hyperparameters.
 
@@ -25,8 +26,9 @@ when Adam never gets there. One run is one draw: Adam's own curve is noisy (on t
 Fashion-MNIST MLP it wanders by +-0.02 around 0.36 for its last 2,000 steps), so every
 task runs at --seeds seeds (the task's seed and the ones after it: other weight
 initialisations and batch orders) and a task's speedup is the geometric mean over its
-seeds, shown with their range. Results: OUTPUT_DIR/evaluation.json, evaluation.md and
-PNG plots (of the first seed) of the loss curves and of LHOPT's hyperparameters.
+seeds, shown with their range. Results: OUTPUT_DIR/evaluation.json (with every seed's
+LHOPT curve and hyperparameter trajectory), evaluation.md and PNG plots (of the first
+seed) of the loss curves and of LHOPT's hyperparameters.
 """
 
 import argparse
@@ -158,8 +160,9 @@ def _cached_curve(cache_dir, spec, contender, total_steps, make_optimizer, task)
     return steps, losses, seconds
 
 
-def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None):
-    """Runs the contenders on one task; `scale` shrinks budgets (for smoke tests)."""
+def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None, start=None):
+    """Runs the contenders on one task; `scale` shrinks budgets (for smoke tests); LHOPT with the
+    controller starts from its defaults updated with `start` (the controller-off reference does not)."""
     import functools
 
     import keras
@@ -177,7 +180,7 @@ def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None):
         cosine[lr] = reference(f"cosine_adam_lr{lr:g}", budget, lambda lr=lr: keras.optimizers.Adam(
             learning_rate=keras.optimizers.schedules.CosineDecay(lr, decay_steps=budget)))
     no_controller = reference(no_controller_contender(), budget, lambda: keras_lopt.LHOPT(policy=None))
-    optimizer = keras_lopt.LHOPT(policy=policy, total_steps=budget)
+    optimizer = keras_lopt.LHOPT(**(start or {}), policy=policy, total_steps=budget)
     trajectory = []
     lhopt = _curve(task(), optimizer, budget, eval_every,
                    on_chunk=lambda run: trajectory.append(run.optimizer.hyperparameters))
@@ -213,19 +216,20 @@ def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None):
     }
 
 
-def evaluate_task_seeds(name, spec, policy, seeds, scale=1.0, cache_dir=None):
+def evaluate_task_seeds(name, spec, policy, seeds, scale=1.0, cache_dir=None, start=None):
     """`evaluate_task` at `seeds` consecutive seeds from the task's own, summarised.
 
     The summary keeps the first seed's curves and trajectory (for the plot) and
     replaces its numbers: speedups are geometric means over the seeds (a lower bound,
     marked capped, if any seed was capped), final losses are means, and the best
     cosine learning rate is the one with the lowest mean final loss. "per_seed" keeps
-    every seed's numbers.
+    every seed's numbers, LHOPT curve and hyperparameter trajectory.
     """
     task_seeds = [spec.seed + i for i in range(seeds)]
-    runs = [evaluate_task(name, dataclasses.replace(spec, seed=seed), policy, scale, cache_dir) for seed in task_seeds]
-    per_seed = [{key: value for key, value in run.items() if key not in ("curves", "lhopt_hyperparameters")}
-                | {"seed": seed} for seed, run in zip(task_seeds, runs)]
+    runs = [evaluate_task(name, dataclasses.replace(spec, seed=seed), policy, scale, cache_dir, start)
+            for seed in task_seeds]
+    per_seed = [{key: value for key, value in run.items() if key != "curves"}
+                | {"seed": seed, "lhopt_curve": run["curves"]["lhopt"]} for seed, run in zip(task_seeds, runs)]
     cosine = {lr: float(np.mean([run["cosine_adam_final_eval_losses"][lr] for run in runs]))
               for lr in runs[0]["cosine_adam_final_eval_losses"]}
     best_lr = min(cosine, key=lambda lr: cosine[lr] if np.isfinite(cosine[lr]) else math.inf)
@@ -328,6 +332,10 @@ def main(argv=None):
     parser.add_argument("--output_dir", default=str(RESULTS_DIR))
     parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
                         help=f"runs per task, at consecutive seeds from the task's own (default {DEFAULT_SEEDS})")
+    parser.add_argument("--start", default="default",
+                        help='LHOPT\'s starting hyperparameters: "default" or NAME=VALUE pairs joined by commas, '
+                             'e.g. epsilon=1e-8 (to check a change of defaults; the controller-off reference '
+                             'keeps the defaults)')
     parser.add_argument("--scale", type=float, default=1.0, help="shrink every budget (smoke runs only)")
     parser.add_argument("--update_readme", action="store_true", help="write the table into README.md")
     parser.add_argument("--cache_dir", default=str(default_cache_dir()),
@@ -340,6 +348,7 @@ def main(argv=None):
 
     try:
         controller.resolve(args.policy)  # fail now, not after the Adam runs
+        start = tasks.parse_start(args.start)
     except ValueError as error:
         parser.error(str(error))
 
@@ -348,7 +357,7 @@ def main(argv=None):
     results = []
     for name in args.tasks:
         result = evaluate_task_seeds(name, EVALUATION_TASKS[name], args.policy, args.seeds, args.scale,
-                                     cache_dir=None if args.no_cache else args.cache_dir)
+                                     cache_dir=None if args.no_cache else args.cache_dir, start=start)
         result["plot"] = _plot(result, output)
         results.append(result)
         print(f"{name}: speedup {_speedup_cell(result)}, "
@@ -360,6 +369,7 @@ def main(argv=None):
     summary = {
         "command": "python -m training.evaluate " + " ".join(sys.argv[1:] if argv is None else argv),
         "policy": args.policy,
+        "start": start,
         "scale": args.scale,
         "seeds": args.seeds,
         "geometric_mean_speedup": mean,

@@ -114,6 +114,25 @@ def default_hyperparameters():
     return dict(DEFAULTS)
 
 
+def parse_start(text):
+    """Starting hyperparameters from the command line: "default" (LHOPT's defaults, {}) or
+    NAME=VALUE pairs joined by commas, e.g. "epsilon=1e-8,beta_1=0.8", as LHOPT constructor
+    arguments. A bad item raises a one-line ValueError naming it."""
+    from keras_lopt.lhopt import validate_hyperparameter
+
+    if text == "default":
+        return {}
+    start = {}
+    for item in text.split(","):
+        name, equals, value = item.partition("=")
+        if not equals:
+            raise ValueError(f"start '{text}': '{item}' is not NAME=VALUE (e.g. epsilon=1e-8).")
+        if name in start:
+            raise ValueError(f"start '{text}' sets {name} twice.")
+        start[name] = validate_hyperparameter(name, value)
+    return start
+
+
 def sample_initial_hyperparameters(rng):
     """DESIGN.md: lr x log-uniform[1e-2, 1e2]; the others x log-uniform[0.1, 10],
     kept inside the bounds the controller's actions respect."""
