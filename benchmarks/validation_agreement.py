@@ -7,9 +7,12 @@ rank correlation (also against each held-out task's speedup, to see which tasks 
 tracks), and whether the set's favourite is the held-out favourite. A set that
 ranks policies unlike the held-out tasks cannot choose which snapshot to ship.
 Policies are matched by the name they were given (`--policies` / `--policy`);
-"default" and "saved_policies/default" are the same policy. Validate_policies.py runs are
-deterministic, so a policy scored in two files of one set scores the same in both
-(checked: the files must agree).
+"default" and "saved_policies/default" are the same policy, and an evaluation run with
+--start is named as validate_policies.py names that start ("default, epsilon=1e-08").
+Validate_policies.py runs are deterministic on one machine, so a policy scored in two
+files of one set scores the same in both (checked: the files must agree). Not across
+machines: the default's character-LM scores moved by up to 0.9 on a new machine
+(benchmarks/results/policy_starts_README.md), so pass files from one machine.
 
     python benchmarks/validation_agreement.py --validation benchmarks/results/validate_policies_*.json \
         --evaluations benchmarks/results/evaluation*/evaluation.json
@@ -69,8 +72,9 @@ def validation_sets(paths):
             known = entry["scores"].get(name)
             if known is not None and not math.isclose(known, value, abs_tol=1e-6):
                 raise ValueError(f"{name} scores {known:+.4f} and {value:+.4f} on the same tasks ({entry['files']}); "
-                                 "runs are deterministic, so these are two policies under one name (was another "
-                                 "default shipped in between?): pass only files scored with the same policies.")
+                                 "runs are deterministic on one machine, so these are two policies under one name "
+                                 "(was another default shipped in between?) or files from two machines: pass only "
+                                 "files scored with the same policies on one machine.")
             entry["scores"][name] = value
     return sets
 
@@ -80,10 +84,10 @@ def held_out(paths):
     result = {}
     for path in paths:
         data = json.loads(pathlib.Path(path).read_text())
-        name = policy_name(data["policy"])
+        name = policy_name(data["policy"]) + "".join(f", {k}={v:g}" for k, v in data.get("start", {}).items())
         if name in result and not math.isclose(result[name]["geometric_mean"], data["geometric_mean_speedup"]):
             raise ValueError(f"Two held-out evaluations of {name} disagree ({result[name]['file']}, {path}): "
-                             "pass one per policy, all run the same way (seeds, default learning rate).")
+                             "pass one per policy, all run the same way (seeds, default learning rate) on one machine.")
         result[name] = {
             "file": str(path),
             "geometric_mean": data["geometric_mean_speedup"],

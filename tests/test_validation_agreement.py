@@ -21,9 +21,10 @@ def _validation(path, scores, tasks=("t1", "t2")):
     return str(path)
 
 
-def _evaluation(path, policy, speedups):
+def _evaluation(path, policy, speedups, start=None):
     path.write_text(json.dumps({"policy": policy, "geometric_mean_speedup": speedups["a"] ** 0.5 * speedups["b"] ** 0.5,
-                                "results": [{"task": t, "speedup_over_adam": s} for t, s in speedups.items()]}))
+                                "results": [{"task": t, "speedup_over_adam": s} for t, s in speedups.items()]}
+                               | ({"start": start} if start else {})))
     return str(path)
 
 
@@ -81,3 +82,9 @@ def test_combined_mean_weighs_every_task_once(tmp_path):
     means, per_file, tasks = combine_validation.combine([one, three])
     assert tasks == 4 and means == pytest.approx({"a": 0.25, "b": 0.75})
     assert per_file["a"] == {str(one): 1.0, str(three): 0.0}
+
+
+def test_an_evaluation_from_another_start_is_named_as_validation_names_it(tmp_path):
+    evaluations = [_evaluation(tmp_path / "e0.json", "default", {"a": 1.0, "b": 2.0}),
+                   _evaluation(tmp_path / "e1.json", "default", {"a": 1.0, "b": 1.0}, start={"epsilon": 1e-8})]
+    assert sorted(agreement.held_out(evaluations)) == ["default", "default, epsilon=1e-08"]
