@@ -36,9 +36,9 @@ ACTION_HEADS = (
     ActionHead("beta_1", "scale", _HALVE_KEEP_DOUBLE, (1e-4, 0.5)),
     ActionHead("beta_2", "scale", _HALVE_KEEP_DOUBLE, (1e-4, 0.5)),
     ActionHead("epsilon", "scale", _HALVE_KEEP_DOUBLE, (1e-10, 1.0)),
-    # At most 10x the reference 1e-2 (the top of meta-training's random starts): the
-    # default policy sometimes doubled it to 1.0 late in a long run, and the loss
-    # rose by half (benchmarks/results/policy_starts_README.md).
+    # At most 10x the reference 1e-2 (the top of meta-training's random starts):
+    # started from epsilon 1e-8, the default policy drove it to 1.0 late in a long
+    # run and the loss rose by half (benchmarks/results/policy_starts_README.md).
     ActionHead("weight_decay", "scale", _HALVE_KEEP_DOUBLE, (0.0, 0.1)),
     ActionHead("clip_ema", "scale", _HALVE_KEEP_DOUBLE, (1e-4, 1.0)),
     ActionHead("update_norm_ema", "scale", (1 / 1.5, 1.0, 1.5), (1e-3, 1.0)),
