@@ -62,9 +62,7 @@ def controller_off_name(lr_factor):
 
 def start_name(lr_factor, start):
     """How a contender's start differs from LHOPT's defaults, e.g. ", lr x10, epsilon=1e-08" ("" if not)."""
-    parts = [f"lr x{lr_factor:g}"] if lr_factor != 1.0 else []
-    parts += [f"{name}={value:g}" for name, value in start.items()]
-    return "".join(f", {part}" for part in parts)
+    return (f", lr x{lr_factor:g}" if lr_factor != 1.0 else "") + tasks.describe_start(start)
 
 
 def score(spec, task, baseline, policy, start=None, control_steps=None):

@@ -27,6 +27,9 @@ import sys
 
 import numpy as np
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from training.tasks import describe_start  # noqa: E402
+
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "validation_agreement.json"
 CONTROLLER_OFF = "controller off"
 
@@ -84,7 +87,7 @@ def held_out(paths):
     result = {}
     for path in paths:
         data = json.loads(pathlib.Path(path).read_text())
-        name = policy_name(data["policy"]) + "".join(f", {k}={v:g}" for k, v in data.get("start", {}).items())
+        name = policy_name(data["policy"]) + describe_start(data.get("start", {}))
         if name in result and not math.isclose(result[name]["geometric_mean"], data["geometric_mean_speedup"]):
             raise ValueError(f"Two held-out evaluations of {name} disagree ({result[name]['file']}, {path}): "
                              "pass one per policy, all run the same way (seeds, default learning rate) on one machine.")

@@ -400,6 +400,8 @@ def test_default_starts_are_the_constructor_defaults():
 def test_a_start_parses_to_lhopt_constructor_arguments():
     assert tasks.parse_start("default") == {}
     assert tasks.parse_start("epsilon=1e-8,beta_1=0.8") == {"epsilon": 1e-8, "beta_1": 0.8}
+    assert tasks.describe_start(tasks.parse_start("epsilon=1e-8,beta_1=0.8")) == ", epsilon=1e-08, beta_1=0.8"
+    assert tasks.describe_start(tasks.parse_start("default")) == ""
 
 
 @pytest.mark.parametrize("text, message", [

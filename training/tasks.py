@@ -133,6 +133,12 @@ def parse_start(text):
     return start
 
 
+def describe_start(start):
+    """How a start (as parse_start returns it) differs from LHOPT's defaults, as contender
+    names show it: ", epsilon=1e-08, beta_1=0.8" ("" for the defaults)."""
+    return "".join(f", {name}={value:g}" for name, value in start.items())
+
+
 def sample_initial_hyperparameters(rng):
     """DESIGN.md: lr x log-uniform[1e-2, 1e2]; the others x log-uniform[0.1, 10],
     kept inside the bounds the controller's actions respect."""
