@@ -127,14 +127,14 @@ def main():
         starts = [tasks.parse_start(text) for text in args.policy_starts]
     except ValueError as error:
         parser.error(f"--policy_starts: {error}")
+    if any("learning_rate" in start for start in starts) and any(f != 1.0 for f in args.policy_lr_factors):
+        parser.error("--policy_starts sets learning_rate; leave --policy_lr_factors at 1.")
     default_lr = tasks.default_hyperparameters()["learning_rate"]
     # name -> (policy, start, control steps)
     contenders = {controller_off_name(f): (None, {"learning_rate": default_lr * f}, None) for f in args.lr_factors}
     for policy in args.policies:
         for factor in args.policy_lr_factors:
             for start in starts:
-                if "learning_rate" in start and factor != 1.0:
-                    parser.error("--policy_starts sets learning_rate; leave --policy_lr_factors at 1.")
                 name = policy + start_name(factor, start)
                 start_values = {"learning_rate": default_lr * factor} | start
                 if args.control_steps:
