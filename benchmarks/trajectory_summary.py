@@ -18,16 +18,10 @@ import sys
 
 import numpy as np
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from training.evaluate import relative_trajectory  # noqa: E402
+
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "trajectory_summary.json"
-ONE_MINUS = ("beta_1", "beta_2")
-
-
-def relative_path(trajectory, name):
-    """The hyperparameter's values over the run divided by its start (1 - beta for the betas)."""
-    values = np.array([point[name] for point in trajectory], float)
-    if name in ONE_MINUS:
-        values = 1.0 - values
-    return values / values[0]
 
 
 def summarise_run(trajectory):
@@ -35,7 +29,7 @@ def summarise_run(trajectory):
     first recorded value (at the end of the first evaluation interval)."""
     summary = {}
     for name in trajectory[0]:
-        path = relative_path(trajectory, name)
+        path = relative_trajectory(trajectory, name)
         summary[name] = {"end": float(path[-1]), "min": float(path.min()), "max": float(path.max()),
                          "argmax_fraction": float((np.argmax(path) + 1) / len(path))}
     return summary

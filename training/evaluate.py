@@ -253,6 +253,15 @@ def evaluate_task_seeds(name, spec, policy, seeds, scale=1.0, cache_dir=None, st
     }
 
 
+def relative_trajectory(trajectory, name):
+    """A hyperparameter's recorded values divided by the first, in the form the controller
+    scales (1 - beta for the betas)."""
+    from keras_lopt.lhopt import _stored_value
+
+    values = np.array([_stored_value(name, point[name]) for point in trajectory], float)
+    return values / values[0]
+
+
 def _plot(result, directory):
     import matplotlib
 
@@ -268,10 +277,8 @@ def _plot(result, directory):
     trajectory = result["lhopt_hyperparameters"]
     steps = result["curves"]["lhopt"]["steps"][1:]
     for name in trajectory[0] if trajectory else []:
-        values = np.array([t[name] for t in trajectory])
-        if name in ("beta_1", "beta_2"):
-            values, name = 1 - values, f"1-{name}"
-        hyperparameters.plot(steps, values / values[0], label=name)
+        label = f"1-{name}" if name in ("beta_1", "beta_2") else name
+        hyperparameters.plot(steps, relative_trajectory(trajectory, name), label=label)
     hyperparameters.set(title="LHOPT hyperparameters / initial", xlabel="step", yscale="log")
     hyperparameters.legend(fontsize=8)
     figure.tight_layout()
