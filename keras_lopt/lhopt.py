@@ -67,7 +67,9 @@ _TRUST_RATIO_FLOOR = 1e-3
 AUTO_CONTROL_STEPS = 50
 FALLBACK_CONTROL_EVERY = 10
 
-_OWN_ARGUMENTS = tuple(HYPERPARAMETERS) + ("policy", "total_steps", "control_every", "name")
+_OWN_ARGUMENTS = tuple(HYPERPARAMETERS) + (
+    "max_learning_rate_factor", "policy", "total_steps", "control_every", "name"
+)
 # Keyword arguments every Keras optimizer accepts, passed on to the base class.
 _BASE_ARGUMENTS = (
     "clipnorm",
@@ -169,6 +171,23 @@ def control_every_for(total_steps, control_steps=AUTO_CONTROL_STEPS):
     return max(1, total_steps // control_steps)
 
 
+def validate_max_learning_rate_factor(value):
+    """Returns `value` as a float (or None), or raises a one-line `ValueError`."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (math.isfinite(number) and number >= 1.0) or isinstance(value, bool):
+        raise ValueError(
+            f"LHOPT max_learning_rate_factor must be a float >= 1 like 2.0 (the controller may "
+            f"raise the learning rate to at most that many times its start), or None for no "
+            f"limit; got {value!r}."
+        )
+    return number
+
+
 def _validate_all(values):
     return {name: validate_hyperparameter(name, value) for name, value in values.items()}
 
@@ -227,6 +246,10 @@ class LHOPT(keras.optimizers.Optimizer):
             to `1e-2`.
         update_norm_ema: Rate of the running mean of each tensor's update
             norm used by the trust ratio, in (0, 1]. Defaults to `0.05`.
+        max_learning_rate_factor: Optional float >= 1: the controller never
+            raises the learning rate above this many times its starting
+            value (`learning_rate`). Defaults to `None`: up to the action
+            bound, 1.0.
         policy: The controller: the path of a controller SavedModel (see
             `keras_lopt.save_controller`), `"default"` (the default) for the
             packaged one, `"external"` to compute the features but take
@@ -254,6 +277,7 @@ class LHOPT(keras.optimizers.Optimizer):
         clip_threshold=DEFAULTS["clip_threshold"],
         clip_ema=DEFAULTS["clip_ema"],
         update_norm_ema=DEFAULTS["update_norm_ema"],
+        max_learning_rate_factor=None,
         policy="default",
         total_steps=None,
         control_every=None,
@@ -273,6 +297,7 @@ class LHOPT(keras.optimizers.Optimizer):
             update_norm_ema=update_norm_ema,
         )
         initial = _validate_all(given)
+        max_learning_rate_factor = validate_max_learning_rate_factor(max_learning_rate_factor)
         controller = _make_controller(policy)
         if total_steps is not None and not _is_positive_int(total_steps):
             raise ValueError(
@@ -289,6 +314,7 @@ class LHOPT(keras.optimizers.Optimizer):
             learning_rate=initial["learning_rate"], weight_decay=None, name=name, **kwargs
         )
         self.initial_hyperparameters = initial
+        self.max_learning_rate_factor = max_learning_rate_factor
         self._control_every = None if control_every is None else int(control_every)
         # `_controller` is the in-graph controller; with policy="external" the
         # features are computed but actions come from `apply_action`.
@@ -515,11 +541,25 @@ class LHOPT(keras.optimizers.Optimizer):
             actions.check_action(action)
         action = tf.cast(action, tf.int32)
         stored = {name: tf.convert_to_tensor(v) for name, v in self._hyperparameter_variables.items()}
-        moved = actions.apply_action(stored, action)
+        moved = self._moved(stored, action)
         for name, value in moved.items():
             self._hyperparameter_variables[name].assign(value)
         if self.controller_on:
             self._control_variables["previous_action"].assign(action)
+
+    def _moved(self, stored, action):
+        """The stored hyperparameters moved by `action`, the learning rate kept at
+        or below `max_learning_rate_factor` times its start (or where it was)."""
+        moved = actions.apply_action(stored, action)
+        if self.max_learning_rate_factor is not None:
+            if self.controller_on:
+                start = tf.convert_to_tensor(self._reference_hyperparameters["learning_rate"])
+            else:
+                start = tf.constant(self.initial_hyperparameters["learning_rate"], tf.float32)
+            current = tf.cast(stored["learning_rate"], tf.float32)
+            ceiling = tf.maximum(self.max_learning_rate_factor * start, current)
+            moved["learning_rate"] = tf.minimum(moved["learning_rate"], ceiling)
+        return moved
 
     def scale_loss(self, loss):
         # Keras' TensorFlow train_step passes every step's loss through here:
@@ -745,7 +785,7 @@ class LHOPT(keras.optimizers.Optimizer):
         if self._controller is not None:
             action, state = self._controller.act(observation, state)
             action = actions.clip_action(action)
-            stored = actions.apply_action(stored, action)
+            stored = self._moved(stored, action)
 
         new = dict(current)
         new.update(stored)
@@ -773,6 +813,7 @@ class LHOPT(keras.optimizers.Optimizer):
         """
         config = super().get_config()
         config.update(self.initial_hyperparameters)
+        config["max_learning_rate_factor"] = self.max_learning_rate_factor
         policy = self.policy
         config.update(
             policy=policy.get_config() if isinstance(policy, Controller) else policy,

@@ -90,3 +90,54 @@ def test_invalid_actions(action, message):
     with pytest.raises(ValueError) as info:
         LHOPT().apply_action(action)
     assert message in str(info.value)
+
+
+def _doubling_learning_rate():
+    action = list(NOOP_ACTION)
+    action[0] = ACTION_HEADS[0].choices.index(2.0)
+    return action
+
+
+def test_max_learning_rate_factor_caps_the_controllers_raises():
+    opt = LHOPT(learning_rate=1e-3, max_learning_rate_factor=4)
+    for _ in range(5):
+        opt.apply_action(_doubling_learning_rate())
+    assert opt.hyperparameters["learning_rate"] == pytest.approx(4e-3, rel=1e-6)
+    halve = list(NOOP_ACTION)
+    halve[0] = ACTION_HEADS[0].choices.index(0.5)
+    opt.apply_action(halve)
+    assert opt.hyperparameters["learning_rate"] == pytest.approx(2e-3, rel=1e-6)
+
+
+def test_max_learning_rate_factor_does_not_cut_a_rate_set_above_it():
+    opt = LHOPT(learning_rate=1e-3, max_learning_rate_factor=2)
+    opt.set_hyperparameters(learning_rate=5e-3)  # by the user: kept, but not raised further
+    opt.apply_action(_doubling_learning_rate())
+    assert opt.hyperparameters["learning_rate"] == pytest.approx(5e-3, rel=1e-6)
+
+
+class _DoublingController(tf.Module):
+    """Doubles the learning rate at every control step."""
+
+    def __call__(self, observation, state):
+        batch = tf.shape(observation)[0]
+        return tf.tile(tf.constant([_doubling_learning_rate()], tf.int32), [batch, 1]), state
+
+
+def test_max_learning_rate_factor_caps_an_in_graph_controller_under_xla(tmp_path):
+    import keras
+
+    from keras_lopt import save_controller
+
+    save_controller(tmp_path / "doubling", _DoublingController(), state_size=1)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    opt = LHOPT(learning_rate=1e-3, max_learning_rate_factor=3, policy=str(tmp_path / "doubling"),
+                control_every=1)
+    model.compile(optimizer=opt, loss="mse", jit_compile=True)
+    x = np.random.default_rng(0).normal(size=(32, 3)).astype("float32")
+    model.fit(x, x[:, :1], batch_size=8, epochs=2, verbose=0)  # 8 control steps: 2**8 > 3
+    assert opt.hyperparameters["learning_rate"] == pytest.approx(3e-3, rel=1e-6)
+    # The cap follows a new start set by reset_hyperparameters without retracing.
+    opt.reset_hyperparameters(learning_rate=1e-4)
+    model.fit(x, x[:, :1], batch_size=8, epochs=1, verbose=0)
+    assert opt.hyperparameters["learning_rate"] == pytest.approx(3e-4, rel=1e-6)

@@ -117,8 +117,9 @@ def default_hyperparameters():
 def parse_start(text):
     """Starting hyperparameters from the command line: "default" (LHOPT's defaults, {}) or
     NAME=VALUE pairs joined by commas, e.g. "epsilon=1e-8,beta_1=0.8", as LHOPT constructor
-    arguments. A bad item raises a one-line ValueError naming it."""
-    from keras_lopt.lhopt import validate_hyperparameter
+    arguments (hyperparameters, or max_learning_rate_factor). A bad item raises a one-line
+    ValueError naming it."""
+    from keras_lopt.lhopt import validate_hyperparameter, validate_max_learning_rate_factor
 
     if text == "default":
         return {}
@@ -129,7 +130,10 @@ def parse_start(text):
             raise ValueError(f"start '{text}': '{item}' is not NAME=VALUE (e.g. epsilon=1e-8).")
         if name in start:
             raise ValueError(f"start '{text}' sets {name} twice.")
-        start[name] = validate_hyperparameter(name, value)
+        if name == "max_learning_rate_factor":
+            start[name] = validate_max_learning_rate_factor(value)
+        else:
+            start[name] = validate_hyperparameter(name, value)
     return start
 
 
