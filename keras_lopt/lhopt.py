@@ -53,6 +53,13 @@ DEFAULTS = {name: reference for name, (reference, _) in HYPERPARAMETERS.items()}
     "learning_rate": 1e-2,
 }
 
+# By default the controller may raise the learning rate to at most 4x its start.
+# The packaged policy raises it 4-8x early in runs where a constant rate already
+# did better (character LM, CNN: benchmarks/results/trajectory_summary.md); on 36
+# validation tasks a cap of 4 scored +0.56 against +0.43 without one (2: +0.39,
+# 1: +0.22; benchmarks/results/learning_rate_cap_README.md).
+DEFAULT_MAX_LEARNING_RATE_FACTOR = 4.0
+
 # Thresholds of the reference update (DESIGN.md section 2).
 _CLIP_DENOMINATOR_EPS = 1e-6
 _TRUST_RATIO_MIN_NORM = 1e-8
@@ -246,10 +253,12 @@ class LHOPT(keras.optimizers.Optimizer):
             to `1e-2`.
         update_norm_ema: Rate of the running mean of each tensor's update
             norm used by the trust ratio, in (0, 1]. Defaults to `0.05`.
-        max_learning_rate_factor: Optional float >= 1: the controller never
-            raises the learning rate above this many times its starting
-            value (`learning_rate`). Defaults to `None`: up to the action
-            bound, 1.0.
+        max_learning_rate_factor: A float >= 1 or `None`: the controller
+            never raises the learning rate above this many times its
+            starting value (`learning_rate`; a rate you set higher with
+            `set_hyperparameters` is kept, not raised). Defaults to `4.0`.
+            `None` lets it go up to the action bound, 1.0 (useful when your
+            `learning_rate` may be far too low).
         policy: The controller: the path of a controller SavedModel (see
             `keras_lopt.save_controller`), `"default"` (the default) for the
             packaged one, `"external"` to compute the features but take
@@ -277,7 +286,7 @@ class LHOPT(keras.optimizers.Optimizer):
         clip_threshold=DEFAULTS["clip_threshold"],
         clip_ema=DEFAULTS["clip_ema"],
         update_norm_ema=DEFAULTS["update_norm_ema"],
-        max_learning_rate_factor=None,
+        max_learning_rate_factor=DEFAULT_MAX_LEARNING_RATE_FACTOR,
         policy="default",
         total_steps=None,
         control_every=None,

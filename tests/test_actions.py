@@ -46,7 +46,7 @@ def test_every_choice_of_every_head(head_index):
 
 
 def test_bounds_hold_under_repeated_actions():
-    opt = LHOPT(learning_rate=0.3, beta_1=0.9, clip_threshold=0.8)
+    opt = LHOPT(learning_rate=0.3, beta_1=0.9, clip_threshold=0.8, max_learning_rate_factor=None)
     up = [len(h.choices) - 1 for h in ACTION_HEADS]  # the largest choice of every head
     down = [0 for _ in ACTION_HEADS]
     for _ in range(40):
@@ -64,7 +64,7 @@ def test_bounds_hold_under_repeated_actions():
 
 
 def test_actions_inside_a_compiled_function():
-    opt = LHOPT(learning_rate=1e-3)
+    opt = LHOPT(learning_rate=1e-3, max_learning_rate_factor=None)
     double_lr = list(NOOP_ACTION)
     double_lr[0] = ACTION_HEADS[0].choices.index(2.0)
 

@@ -403,6 +403,8 @@ def test_a_start_parses_to_lhopt_constructor_arguments():
     assert tasks.describe_start(tasks.parse_start("epsilon=1e-8,beta_1=0.8")) == ", epsilon=1e-08, beta_1=0.8"
     assert tasks.describe_start(tasks.parse_start("default")) == ""
     assert tasks.parse_start("max_learning_rate_factor=2") == {"max_learning_rate_factor": 2.0}
+    assert tasks.parse_start("max_learning_rate_factor=None") == {"max_learning_rate_factor": None}
+    assert tasks.describe_start({"max_learning_rate_factor": None}) == ", max_learning_rate_factor=None"
 
 
 @pytest.mark.parametrize("text, message", [

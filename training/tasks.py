@@ -117,8 +117,8 @@ def default_hyperparameters():
 def parse_start(text):
     """Starting hyperparameters from the command line: "default" (LHOPT's defaults, {}) or
     NAME=VALUE pairs joined by commas, e.g. "epsilon=1e-8,beta_1=0.8", as LHOPT constructor
-    arguments (hyperparameters, or max_learning_rate_factor). A bad item raises a one-line
-    ValueError naming it."""
+    arguments (hyperparameters, or max_learning_rate_factor, which may be None). A bad item
+    raises a one-line ValueError naming it."""
     from keras_lopt.lhopt import validate_hyperparameter, validate_max_learning_rate_factor
 
     if text == "default":
@@ -131,7 +131,7 @@ def parse_start(text):
         if name in start:
             raise ValueError(f"start '{text}' sets {name} twice.")
         if name == "max_learning_rate_factor":
-            start[name] = validate_max_learning_rate_factor(value)
+            start[name] = validate_max_learning_rate_factor(None if value == "None" else value)
         else:
             start[name] = validate_hyperparameter(name, value)
     return start
@@ -140,7 +140,7 @@ def parse_start(text):
 def describe_start(start):
     """How a start (as parse_start returns it) differs from LHOPT's defaults, as contender
     names show it: ", epsilon=1e-08, beta_1=0.8" ("" for the defaults)."""
-    return "".join(f", {name}={value:g}" for name, value in start.items())
+    return "".join(f", {name}={'None' if value is None else f'{value:g}'}" for name, value in start.items())
 
 
 def sample_initial_hyperparameters(rng):
