@@ -53,12 +53,16 @@ DEFAULTS = {name: reference for name, (reference, _) in HYPERPARAMETERS.items()}
     "learning_rate": 1e-2,
 }
 
-# By default the controller may raise the learning rate to at most 4x its start.
-# The packaged policy raises it 4-8x early in runs where a constant rate already
-# did better (character LM, CNN: benchmarks/results/trajectory_summary.md); on 36
-# validation tasks a cap of 4 scored +0.56 against +0.43 without one (2: +0.39,
-# 1: +0.22; benchmarks/results/learning_rate_cap_README.md).
-DEFAULT_MAX_LEARNING_RATE_FACTOR = 4.0
+# By default the controller raises the learning rate to at most 0.04, 4x the
+# default start. The packaged policy raises it 4-12x early in runs where a
+# constant rate already did better (character LM, CNN); from the default start,
+# a cap of 4x scored +0.56 against +0.43 without one on 36 validation tasks
+# (2x: +0.39, 1x: +0.22; benchmarks/results/learning_rate_cap_README.md). The
+# cap is absolute, not relative to the start, so that a user who starts low
+# (say Adam's 1e-3) can still be raised to where the default starts; with the
+# trust ratio the rate is a step relative to each weight tensor's norm, so one
+# value suits models of any scale.
+DEFAULT_MAX_LEARNING_RATE = 4e-2
 
 # Thresholds of the reference update (DESIGN.md section 2).
 _CLIP_DENOMINATOR_EPS = 1e-6
@@ -75,7 +79,7 @@ AUTO_CONTROL_STEPS = 50
 FALLBACK_CONTROL_EVERY = 10
 
 _OWN_ARGUMENTS = tuple(HYPERPARAMETERS) + (
-    "max_learning_rate_factor", "policy", "total_steps", "control_every", "name"
+    "max_learning_rate", "policy", "total_steps", "control_every", "name"
 )
 # Keyword arguments every Keras optimizer accepts, passed on to the base class.
 _BASE_ARGUMENTS = (
@@ -178,7 +182,7 @@ def control_every_for(total_steps, control_steps=AUTO_CONTROL_STEPS):
     return max(1, total_steps // control_steps)
 
 
-def validate_max_learning_rate_factor(value):
+def validate_max_learning_rate(value):
     """Returns `value` as a float (or None), or raises a one-line `ValueError`."""
     if value is None:
         return None
@@ -186,11 +190,10 @@ def validate_max_learning_rate_factor(value):
         number = float(value)
     except (TypeError, ValueError):
         number = math.nan
-    if not (math.isfinite(number) and number >= 1.0) or isinstance(value, bool):
+    if not (math.isfinite(number) and number > 0.0) or isinstance(value, bool):
         raise ValueError(
-            f"LHOPT max_learning_rate_factor must be a float >= 1 like 2.0 (the controller may "
-            f"raise the learning rate to at most that many times its start), or None for no "
-            f"limit; got {value!r}."
+            f"LHOPT max_learning_rate must be a positive float like 0.04 (the controller never "
+            f"raises the learning rate above it), or None for no cap; got {value!r}."
         )
     return number
 
@@ -253,12 +256,11 @@ class LHOPT(keras.optimizers.Optimizer):
             to `1e-2`.
         update_norm_ema: Rate of the running mean of each tensor's update
             norm used by the trust ratio, in (0, 1]. Defaults to `0.05`.
-        max_learning_rate_factor: A float >= 1 or `None`: the controller
-            never raises the learning rate above this many times its
-            starting value (`learning_rate`; a rate you set higher with
-            `set_hyperparameters` is kept, not raised). Defaults to `4.0`.
-            `None` lets it go up to the action bound, 1.0 (useful when your
-            `learning_rate` may be far too low).
+        max_learning_rate: A positive float or `None`: the controller never
+            raises the learning rate above it (a higher `learning_rate`, or
+            one you set with `set_hyperparameters`, is kept, not raised).
+            Defaults to `0.04`. `None` lets it go up to the action bound,
+            1.0.
         policy: The controller: the path of a controller SavedModel (see
             `keras_lopt.save_controller`), `"default"` (the default) for the
             packaged one, `"external"` to compute the features but take
@@ -286,7 +288,7 @@ class LHOPT(keras.optimizers.Optimizer):
         clip_threshold=DEFAULTS["clip_threshold"],
         clip_ema=DEFAULTS["clip_ema"],
         update_norm_ema=DEFAULTS["update_norm_ema"],
-        max_learning_rate_factor=DEFAULT_MAX_LEARNING_RATE_FACTOR,
+        max_learning_rate=DEFAULT_MAX_LEARNING_RATE,
         policy="default",
         total_steps=None,
         control_every=None,
@@ -306,7 +308,7 @@ class LHOPT(keras.optimizers.Optimizer):
             update_norm_ema=update_norm_ema,
         )
         initial = _validate_all(given)
-        max_learning_rate_factor = validate_max_learning_rate_factor(max_learning_rate_factor)
+        max_learning_rate = validate_max_learning_rate(max_learning_rate)
         controller = _make_controller(policy)
         if total_steps is not None and not _is_positive_int(total_steps):
             raise ValueError(
@@ -323,7 +325,7 @@ class LHOPT(keras.optimizers.Optimizer):
             learning_rate=initial["learning_rate"], weight_decay=None, name=name, **kwargs
         )
         self.initial_hyperparameters = initial
-        self.max_learning_rate_factor = max_learning_rate_factor
+        self.max_learning_rate = max_learning_rate
         self._control_every = None if control_every is None else int(control_every)
         # `_controller` is the in-graph controller; with policy="external" the
         # features are computed but actions come from `apply_action`.
@@ -558,15 +560,11 @@ class LHOPT(keras.optimizers.Optimizer):
 
     def _moved(self, stored, action):
         """The stored hyperparameters moved by `action`, the learning rate kept at
-        or below `max_learning_rate_factor` times its start (or where it was)."""
+        or below `max_learning_rate` (or where it was, if higher)."""
         moved = actions.apply_action(stored, action)
-        if self.max_learning_rate_factor is not None:
-            if self.controller_on:
-                start = tf.convert_to_tensor(self._reference_hyperparameters["learning_rate"])
-            else:
-                start = tf.constant(self.initial_hyperparameters["learning_rate"], tf.float32)
+        if self.max_learning_rate is not None:
             current = tf.cast(stored["learning_rate"], tf.float32)
-            ceiling = tf.maximum(self.max_learning_rate_factor * start, current)
+            ceiling = tf.maximum(tf.constant(self.max_learning_rate, tf.float32), current)
             moved["learning_rate"] = tf.minimum(moved["learning_rate"], ceiling)
         return moved
 
@@ -822,7 +820,7 @@ class LHOPT(keras.optimizers.Optimizer):
         """
         config = super().get_config()
         config.update(self.initial_hyperparameters)
-        config["max_learning_rate_factor"] = self.max_learning_rate_factor
+        config["max_learning_rate"] = self.max_learning_rate
         policy = self.policy
         config.update(
             policy=policy.get_config() if isinstance(policy, Controller) else policy,

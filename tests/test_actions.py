@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import keras_lopt
 from keras_lopt import LHOPT
 from keras_lopt.actions import ACTION_HEADS, NOOP_ACTION
 
@@ -46,7 +47,7 @@ def test_every_choice_of_every_head(head_index):
 
 
 def test_bounds_hold_under_repeated_actions():
-    opt = LHOPT(learning_rate=0.3, beta_1=0.9, clip_threshold=0.8, max_learning_rate_factor=None)
+    opt = LHOPT(learning_rate=0.3, beta_1=0.9, clip_threshold=0.8, max_learning_rate=None)
     up = [len(h.choices) - 1 for h in ACTION_HEADS]  # the largest choice of every head
     down = [0 for _ in ACTION_HEADS]
     for _ in range(40):
@@ -64,7 +65,7 @@ def test_bounds_hold_under_repeated_actions():
 
 
 def test_actions_inside_a_compiled_function():
-    opt = LHOPT(learning_rate=1e-3, max_learning_rate_factor=None)
+    opt = LHOPT(learning_rate=1e-3, max_learning_rate=None)
     double_lr = list(NOOP_ACTION)
     double_lr[0] = ACTION_HEADS[0].choices.index(2.0)
 
@@ -98,8 +99,8 @@ def _doubling_learning_rate():
     return action
 
 
-def test_max_learning_rate_factor_caps_the_controllers_raises():
-    opt = LHOPT(learning_rate=1e-3, max_learning_rate_factor=4)
+def test_max_learning_rate_caps_the_controllers_raises():
+    opt = LHOPT(learning_rate=1e-3, max_learning_rate=4e-3)
     for _ in range(5):
         opt.apply_action(_doubling_learning_rate())
     assert opt.hyperparameters["learning_rate"] == pytest.approx(4e-3, rel=1e-6)
@@ -109,11 +110,20 @@ def test_max_learning_rate_factor_caps_the_controllers_raises():
     assert opt.hyperparameters["learning_rate"] == pytest.approx(2e-3, rel=1e-6)
 
 
-def test_max_learning_rate_factor_does_not_cut_a_rate_set_above_it():
-    opt = LHOPT(learning_rate=1e-3, max_learning_rate_factor=2)
-    opt.set_hyperparameters(learning_rate=5e-3)  # by the user: kept, but not raised further
+def test_the_default_cap_lets_a_low_start_rise_to_it():
+    opt = LHOPT(learning_rate=1e-3)  # Adam's habit: the controller may still raise it 40x
+    for _ in range(7):
+        opt.apply_action(_doubling_learning_rate())
+    assert opt.hyperparameters["learning_rate"] == pytest.approx(keras_lopt.lhopt.DEFAULT_MAX_LEARNING_RATE)
+
+
+def test_max_learning_rate_does_not_cut_a_rate_above_it():
+    opt = LHOPT(learning_rate=0.1, max_learning_rate=0.04)  # started above: kept, not raised
     opt.apply_action(_doubling_learning_rate())
-    assert opt.hyperparameters["learning_rate"] == pytest.approx(5e-3, rel=1e-6)
+    assert opt.hyperparameters["learning_rate"] == pytest.approx(0.1, rel=1e-6)
+    opt.set_hyperparameters(learning_rate=0.2)  # set by the user: the same
+    opt.apply_action(_doubling_learning_rate())
+    assert opt.hyperparameters["learning_rate"] == pytest.approx(0.2, rel=1e-6)
 
 
 class _DoublingController(tf.Module):
@@ -124,20 +134,15 @@ class _DoublingController(tf.Module):
         return tf.tile(tf.constant([_doubling_learning_rate()], tf.int32), [batch, 1]), state
 
 
-def test_max_learning_rate_factor_caps_an_in_graph_controller_under_xla(tmp_path):
+def test_max_learning_rate_caps_an_in_graph_controller_under_xla(tmp_path):
     import keras
 
     from keras_lopt import save_controller
 
     save_controller(tmp_path / "doubling", _DoublingController(), state_size=1)
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-    opt = LHOPT(learning_rate=1e-3, max_learning_rate_factor=3, policy=str(tmp_path / "doubling"),
-                control_every=1)
+    opt = LHOPT(learning_rate=1e-3, max_learning_rate=3e-3, policy=str(tmp_path / "doubling"), control_every=1)
     model.compile(optimizer=opt, loss="mse", jit_compile=True)
     x = np.random.default_rng(0).normal(size=(32, 3)).astype("float32")
     model.fit(x, x[:, :1], batch_size=8, epochs=2, verbose=0)  # 8 control steps: 2**8 > 3
     assert opt.hyperparameters["learning_rate"] == pytest.approx(3e-3, rel=1e-6)
-    # The cap follows a new start set by reset_hyperparameters without retracing.
-    opt.reset_hyperparameters(learning_rate=1e-4)
-    model.fit(x, x[:, :1], batch_size=8, epochs=1, verbose=0)
-    assert opt.hyperparameters["learning_rate"] == pytest.approx(3e-4, rel=1e-6)

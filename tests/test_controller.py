@@ -48,7 +48,7 @@ def test_feature_names_are_unique_and_sized():
 @pytest.mark.parametrize("jit_compile", [True, False])
 def test_doubling_controller_inside_fit(doubling_controller, jit_compile):
     x, y = _data()  # 8 steps per epoch
-    opt = LHOPT(learning_rate=1e-5, max_learning_rate_factor=None, policy=str(doubling_controller), control_every=3)
+    opt = LHOPT(learning_rate=1e-5, max_learning_rate=None, policy=str(doubling_controller), control_every=3)
     _fit(_model(opt, jit_compile), 3, x, y)
     control_steps = 24 // 3
     assert opt.hyperparameters["learning_rate"] == pytest.approx(1e-5 * 2**control_steps, rel=1e-5)
@@ -65,7 +65,7 @@ def test_doubling_controller_inside_fit(doubling_controller, jit_compile):
 
 def test_default_cadence_follows_total_steps_in_the_compiled_step(doubling_controller):
     x, y = _data()  # 8 steps per epoch
-    opt = LHOPT(learning_rate=1e-5, max_learning_rate_factor=None, policy=str(doubling_controller))
+    opt = LHOPT(learning_rate=1e-5, max_learning_rate=None, policy=str(doubling_controller))
     assert opt.control_every == keras_lopt.lhopt.FALLBACK_CONTROL_EVERY == 10
     model = _model(opt)
     _fit(model, 2, x, y)  # steps 1-16: the controller acts at step 10
@@ -128,9 +128,9 @@ def _all_state(model):
 @pytest.mark.parametrize("jit_compile", [True, False])
 def test_save_and_load_with_controller(tmp_path, doubling_controller, jit_compile):
     x, y = _data()
-    # A cap of 16x is reached after the resume (8x at the save): the reloaded optimizer keeps acting and
-    # keeps its own cap, not the default 4x.
-    make = lambda: LHOPT(learning_rate=1e-4, max_learning_rate_factor=16, policy=str(doubling_controller),
+    # The cap, 16x the start, is reached after the resume (8x at the save): the reloaded optimizer keeps
+    # acting and keeps its own cap, not the default.
+    make = lambda: LHOPT(learning_rate=1e-4, max_learning_rate=1.6e-3, policy=str(doubling_controller),
                          control_every=5)
     straight = _model(make(), jit_compile)
     _fit(straight, 2, x, y)
@@ -213,7 +213,7 @@ def test_controller_callback_passes_validation_loss_only_to_controllers_trained_
     path = tmp_path / "validation"
     save_controller(path, _double_once_validation_loss_is_seen, state_size=1,
                     extra={} if trained_with_validation_loss else {"trained_with_validation_loss": False})
-    opt = LHOPT(learning_rate=1e-5, max_learning_rate_factor=None, policy=str(path), control_every=1)
+    opt = LHOPT(learning_rate=1e-5, max_learning_rate=None, policy=str(path), control_every=1)
     x, y = _data()  # 96 training rows after the split: 6 steps per epoch
     _model(opt).fit(x, y, batch_size=16, epochs=3, validation_split=0.25, shuffle=False, verbose=0,
                     callbacks=[keras_lopt.ControllerCallback()])
@@ -415,7 +415,7 @@ def test_mixed_precision_with_controller(doubling_controller):
     keras.mixed_precision.set_dtype_policy("mixed_float16")
     try:
         x, y = _data()
-        opt = LHOPT(learning_rate=1e-5, max_learning_rate_factor=None, policy=str(doubling_controller),
+        opt = LHOPT(learning_rate=1e-5, max_learning_rate=None, policy=str(doubling_controller),
                     control_every=4)
         model = _model(opt)
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)

@@ -52,14 +52,14 @@ def test_jit_and_eager_graph_agree():
 
 def test_config_round_trip():
     opt = LHOPT(learning_rate=3e-3, beta_1=0.8, weight_decay=0.0, clip_threshold=0.5,
-                max_learning_rate_factor=4, total_steps=1000, control_every=5, global_clipnorm=2.0,
+                max_learning_rate=0.1, total_steps=1000, control_every=5, global_clipnorm=2.0,
                 name="mine")
     opt.set_hyperparameters(learning_rate=0.5)  # current values are state, not config
     config = opt.get_config()
     assert config["learning_rate"] == 3e-3
     assert config["beta_1"] == 0.8 and config["weight_decay"] == 0.0
     assert config["total_steps"] == 1000 and config["control_every"] == 5
-    assert config["max_learning_rate_factor"] == 4.0
+    assert config["max_learning_rate"] == 0.1
     clone = LHOPT.from_config(config)
     assert clone.get_config() == config
     assert clone.hyperparameters["learning_rate"] == pytest.approx(3e-3)

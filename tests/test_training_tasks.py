@@ -402,9 +402,9 @@ def test_a_start_parses_to_lhopt_constructor_arguments():
     assert tasks.parse_start("epsilon=1e-8,beta_1=0.8") == {"epsilon": 1e-8, "beta_1": 0.8}
     assert tasks.describe_start(tasks.parse_start("epsilon=1e-8,beta_1=0.8")) == ", epsilon=1e-08, beta_1=0.8"
     assert tasks.describe_start(tasks.parse_start("default")) == ""
-    assert tasks.parse_start("max_learning_rate_factor=2") == {"max_learning_rate_factor": 2.0}
-    assert tasks.parse_start("max_learning_rate_factor=None") == {"max_learning_rate_factor": None}
-    assert tasks.describe_start({"max_learning_rate_factor": None}) == ", max_learning_rate_factor=None"
+    assert tasks.parse_start("max_learning_rate=0.1") == {"max_learning_rate": 0.1}
+    assert tasks.parse_start("max_learning_rate=None") == {"max_learning_rate": None}
+    assert tasks.describe_start({"max_learning_rate": None}) == ", max_learning_rate=None"
 
 
 @pytest.mark.parametrize("text, message", [
@@ -412,7 +412,7 @@ def test_a_start_parses_to_lhopt_constructor_arguments():
     ("epsilon=1e-8,epsilon=1e-7", "sets epsilon twice"),
     ("epsilom=1e-8", "Did you mean 'epsilon'"),
     ("beta_1=1.5", "beta_1 must be a float strictly between 0 and 1"),
-    ("max_learning_rate_factor=0.5", "max_learning_rate_factor must be a float >= 1"),
+    ("max_learning_rate=0", "max_learning_rate must be a positive float"),
 ])
 def test_a_bad_start_is_one_line_naming_it(text, message):
     with pytest.raises(ValueError, match=message):

@@ -39,7 +39,7 @@ def make_optimizer(spec, kind="lhopt", policy=keras_lopt.lhopt.EXTERNAL):
             **spec.initial_hyperparameters,
             # Meta-training's random starts go down to 1e-2x the reference rate:
             # the controller must be free to repair them (and was trained so).
-            max_learning_rate_factor=None,
+            max_learning_rate=None,
             policy=policy,
             total_steps=spec.total_steps,
             control_every=spec.control_every,

@@ -117,9 +117,9 @@ def default_hyperparameters():
 def parse_start(text):
     """Starting hyperparameters from the command line: "default" (LHOPT's defaults, {}) or
     NAME=VALUE pairs joined by commas, e.g. "epsilon=1e-8,beta_1=0.8", as LHOPT constructor
-    arguments (hyperparameters, or max_learning_rate_factor, which may be None). A bad item
+    arguments (hyperparameters, or max_learning_rate, which may be None). A bad item
     raises a one-line ValueError naming it."""
-    from keras_lopt.lhopt import validate_hyperparameter, validate_max_learning_rate_factor
+    from keras_lopt.lhopt import validate_hyperparameter, validate_max_learning_rate
 
     if text == "default":
         return {}
@@ -130,8 +130,8 @@ def parse_start(text):
             raise ValueError(f"start '{text}': '{item}' is not NAME=VALUE (e.g. epsilon=1e-8).")
         if name in start:
             raise ValueError(f"start '{text}' sets {name} twice.")
-        if name == "max_learning_rate_factor":
-            start[name] = validate_max_learning_rate_factor(None if value == "None" else value)
+        if name == "max_learning_rate":
+            start[name] = validate_max_learning_rate(None if value == "None" else value)
         else:
             start[name] = validate_hyperparameter(name, value)
     return start
