@@ -84,7 +84,7 @@ def test_default_cadence_follows_total_steps_in_the_compiled_step(doubling_contr
 
 def test_learning_rate_stays_within_bounds(doubling_controller):
     x, y = _data()
-    opt = LHOPT(learning_rate=0.3, policy=str(doubling_controller), control_every=1)
+    opt = LHOPT(learning_rate=0.3, max_learning_rate=None, policy=str(doubling_controller), control_every=1)
     _fit(_model(opt), 1, x, y)
     assert opt.hyperparameters["learning_rate"] == pytest.approx(actions.ACTION_HEADS[0].bounds[1])
 
