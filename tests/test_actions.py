@@ -64,10 +64,15 @@ def test_bounds_hold_under_repeated_actions():
     assert hp["clip_threshold"] == pytest.approx(1 / (1 + math.exp(5.0)), rel=1e-4)
 
 
+def _doubling_learning_rate():
+    action = list(NOOP_ACTION)
+    action[0] = ACTION_HEADS[0].choices.index(2.0)
+    return action
+
+
 def test_actions_inside_a_compiled_function():
     opt = LHOPT(learning_rate=1e-3, max_learning_rate=None)
-    double_lr = list(NOOP_ACTION)
-    double_lr[0] = ACTION_HEADS[0].choices.index(2.0)
+    double_lr = _doubling_learning_rate()
 
     @tf.function(jit_compile=True)
     def act(action):
@@ -91,12 +96,6 @@ def test_invalid_actions(action, message):
     with pytest.raises(ValueError) as info:
         LHOPT().apply_action(action)
     assert message in str(info.value)
-
-
-def _doubling_learning_rate():
-    action = list(NOOP_ACTION)
-    action[0] = ACTION_HEADS[0].choices.index(2.0)
-    return action
 
 
 def test_max_learning_rate_caps_the_controllers_raises():
@@ -124,25 +123,3 @@ def test_max_learning_rate_does_not_cut_a_rate_above_it():
     opt.set_hyperparameters(learning_rate=0.2)  # set by the user: the same
     opt.apply_action(_doubling_learning_rate())
     assert opt.hyperparameters["learning_rate"] == pytest.approx(0.2, rel=1e-6)
-
-
-class _DoublingController(tf.Module):
-    """Doubles the learning rate at every control step."""
-
-    def __call__(self, observation, state):
-        batch = tf.shape(observation)[0]
-        return tf.tile(tf.constant([_doubling_learning_rate()], tf.int32), [batch, 1]), state
-
-
-def test_max_learning_rate_caps_an_in_graph_controller_under_xla(tmp_path):
-    import keras
-
-    from keras_lopt import save_controller
-
-    save_controller(tmp_path / "doubling", _DoublingController(), state_size=1)
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-    opt = LHOPT(learning_rate=1e-3, max_learning_rate=3e-3, policy=str(tmp_path / "doubling"), control_every=1)
-    model.compile(optimizer=opt, loss="mse", jit_compile=True)
-    x = np.random.default_rng(0).normal(size=(32, 3)).astype("float32")
-    model.fit(x, x[:, :1], batch_size=8, epochs=2, verbose=0)  # 8 control steps: 2**8 > 3
-    assert opt.hyperparameters["learning_rate"] == pytest.approx(3e-3, rel=1e-6)

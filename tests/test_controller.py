@@ -89,6 +89,13 @@ def test_learning_rate_stays_within_bounds(doubling_controller):
     assert opt.hyperparameters["learning_rate"] == pytest.approx(actions.ACTION_HEADS[0].bounds[1])
 
 
+def test_max_learning_rate_caps_an_in_graph_controller_under_xla(doubling_controller):
+    x, y = _data()  # 8 steps per epoch: 8 doublings, 2**8 > 3
+    opt = LHOPT(learning_rate=1e-3, max_learning_rate=3e-3, policy=str(doubling_controller), control_every=1)
+    _fit(_model(opt, jit_compile=True), 1, x, y)
+    assert opt.hyperparameters["learning_rate"] == pytest.approx(3e-3, rel=1e-6)
+
+
 def test_spec_mismatch_is_one_clear_error(doubling_controller):
     metadata_path = doubling_controller / METADATA_FILE
     metadata = json.loads(metadata_path.read_text())
