@@ -43,6 +43,7 @@ import time
 
 import numpy as np
 
+from keras_lopt.lhopt import _ONE_MINUS, _stored_value
 from training import runner, tasks
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
@@ -256,8 +257,6 @@ def evaluate_task_seeds(name, spec, policy, seeds, scale=1.0, cache_dir=None, st
 def relative_trajectory(trajectory, name):
     """A hyperparameter's recorded values divided by the first, in the form the controller
     scales (1 - beta for the betas)."""
-    from keras_lopt.lhopt import _stored_value
-
     values = np.array([_stored_value(name, point[name]) for point in trajectory], float)
     return values / values[0]
 
@@ -277,7 +276,7 @@ def _plot(result, directory):
     trajectory = result["lhopt_hyperparameters"]
     steps = result["curves"]["lhopt"]["steps"][1:]
     for name in trajectory[0] if trajectory else []:
-        label = f"1-{name}" if name in ("beta_1", "beta_2") else name
+        label = f"1-{name}" if name in _ONE_MINUS else name
         hyperparameters.plot(steps, relative_trajectory(trajectory, name), label=label)
     hyperparameters.set(title="LHOPT hyperparameters / initial", xlabel="step", yscale="log")
     hyperparameters.legend(fontsize=8)
