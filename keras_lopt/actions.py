@@ -59,15 +59,30 @@ def apply_action(stored, action):
     Returns:
         A dict like `stored` with the new values, each within its head's bounds.
     """
+    return apply_amounts(stored, chosen_amounts(action))
+
+
+def chosen_amounts(action):
+    """Each head's chosen amount (see `apply_amounts`), float32 `[len(ACTION_HEADS)]`."""
     action = tf.convert_to_tensor(action)
+    return tf.stack([tf.gather(tf.constant(head.choices, tf.float32), action[i])
+                     for i, head in enumerate(ACTION_HEADS)])
+
+
+def apply_amounts(stored, amounts):
+    """Returns the stored hyperparameters moved by `amounts`, float32 `[len(ACTION_HEADS)]`:
+    a scale head multiplies its stored value by its amount, the logit-shift head adds its
+    amount to the clip threshold's logit; each result is clamped to its head's bounds.
+    Amounts need not be among the choices (a controller may move by its policy's
+    expected move, see `keras_lopt.controller`)."""
+    amounts = tf.convert_to_tensor(amounts, tf.float32)
     moved = dict(stored)
     for i, head in enumerate(ACTION_HEADS):
-        amount = tf.gather(tf.constant(head.choices, tf.float32), action[i])
         value = tf.convert_to_tensor(stored[head.hyperparameter], tf.float32)
         if head.kind == "scale":
-            value = value * amount
+            value = value * amounts[i]
         else:
-            value = tf.sigmoid(logit(value) + amount)
+            value = tf.sigmoid(logit(value) + amounts[i])
         moved[head.hyperparameter] = tf.clip_by_value(value, *head.bounds)
     return moved
 

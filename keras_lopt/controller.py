@@ -83,10 +83,14 @@ def save_controller(path, act, *, state_size=0, name=None, description="", extra
         ]
     )
     def act_fn(observation, state):
-        action, new_state = act(observation, state)
-        action = tf.ensure_shape(tf.cast(action, tf.int32), [None, num_heads])
-        new_state = tf.ensure_shape(tf.cast(new_state, tf.float32), [None, state_size])
-        return {"action": action, "state": new_state}
+        action, new_state, *amount = act(observation, state)
+        outputs = {
+            "action": tf.ensure_shape(tf.cast(action, tf.int32), [None, num_heads]),
+            "state": tf.ensure_shape(tf.cast(new_state, tf.float32), [None, state_size]),
+        }
+        if amount:
+            outputs["amount"] = tf.ensure_shape(tf.cast(amount[0], tf.float32), [None, num_heads])
+        return outputs
 
     module.act = act_fn
     tf.saved_model.save(module, str(path))
@@ -264,10 +268,20 @@ class Controller:
 
     def act(self, observation, state):
         """One step: `(observation [NUM_FEATURES], state [S])` -> `(action, state)`."""
+        action, _, state = self.move(observation, state)
+        return action, state
+
+    def move(self, observation, state):
+        """One step: `(observation, state)` -> `(action, amounts, state)`: the action
+        clamped to valid choices and the amounts LHOPT moves its hyperparameters by
+        (`keras_lopt.actions.apply_amounts`): the controller's own "amount" output if it
+        has one, else the chosen choices'."""
         self._ensure_loaded()
         flat = self._act(observation[None], state[None])
         out = tf.nest.pack_sequence_as(self._outputs, flat)
-        return out["action"][0], out["state"][0]
+        action = actions.clip_action(out["action"][0])
+        amounts = out["amount"][0] if "amount" in out else actions.chosen_amounts(action)
+        return action, amounts, out["state"][0]
 
     def write(self, directory):
         """Writes the SavedModel and its metadata into `directory`."""

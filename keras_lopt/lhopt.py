@@ -552,16 +552,16 @@ class LHOPT(keras.optimizers.Optimizer):
             actions.check_action(action)
         action = tf.cast(action, tf.int32)
         stored = {name: tf.convert_to_tensor(v) for name, v in self._hyperparameter_variables.items()}
-        moved = self._moved(stored, action)
+        moved = self._moved(stored, actions.chosen_amounts(action))
         for name, value in moved.items():
             self._hyperparameter_variables[name].assign(value)
         if self.controller_on:
             self._control_variables["previous_action"].assign(action)
 
-    def _moved(self, stored, action):
-        """The stored hyperparameters moved by `action`, the learning rate kept at
+    def _moved(self, stored, amounts):
+        """The stored hyperparameters moved by `amounts`, the learning rate kept at
         or below `max_learning_rate` (or where it was, if higher)."""
-        moved = actions.apply_action(stored, action)
+        moved = actions.apply_amounts(stored, amounts)
         if self.max_learning_rate is not None:
             current = tf.cast(stored["learning_rate"], tf.float32)
             ceiling = tf.maximum(tf.constant(self.max_learning_rate, tf.float32), current)
@@ -790,9 +790,8 @@ class LHOPT(keras.optimizers.Optimizer):
 
         action, state = current["previous_action"], current["controller_state"]
         if self._controller is not None:
-            action, state = self._controller.act(observation, state)
-            action = actions.clip_action(action)
-            stored = self._moved(stored, action)
+            action, amounts, state = self._controller.move(observation, state)
+            stored = self._moved(stored, amounts)
 
         new = dict(current)
         new.update(stored)

@@ -32,7 +32,8 @@ from tf_agents.policies import policy_saver  # noqa: E402
 from tf_agents.trajectories import time_step as ts  # noqa: E402
 
 import keras_lopt  # noqa: E402
-from training import environment, train  # noqa: E402
+from keras_lopt import actions  # noqa: E402
+from training import agent as agent_lib, environment, train  # noqa: E402
 
 SAVED_POLICIES = pathlib.Path(__file__).resolve().parents[1] / "saved_policies"
 TF_AGENTS_POLICY_DIR = train.TF_AGENTS_POLICY_DIR
@@ -41,15 +42,23 @@ TF_AGENTS_POLICY_DIR = train.TF_AGENTS_POLICY_DIR
 class GreedyActor(tf.Module):
     """The deployed controller: normalise the features, run the actor, take each head's mode.
 
+    With `expected_moves`, it also outputs each head's expected move under the
+    policy ("amount", see `keras_lopt.actions.apply_amounts`): the
+    probability-weighted mean of the log-factors (scale heads) or logit shifts,
+    which LHOPT then moves by instead of the mode. Meta-training samples actions,
+    so the expected move follows the drift the policy was trained with, where
+    the mode can sit on the no-op while most probability is on moving one way.
+
     The recurrent state is the actor's (h, c) concatenated; zeros start an
     episode, as in LHOPT.
     """
 
-    def __init__(self, agent):
+    def __init__(self, agent, expected_moves=False):
         super().__init__(name="greedy_actor")
         self.actor = agent.actor_net
         self.normalizer = agent._observation_normalizer  # the agent's running statistics
         self.units = sum(int(s.shape[0]) for s in tf.nest.flatten(self.actor.state_spec))
+        self.expected_moves = expected_moves
 
     def __call__(self, observation, state):
         batch = tf.shape(observation)[0]
@@ -58,8 +67,20 @@ class GreedyActor(tf.Module):
         h, c = tf.split(state, 2, axis=-1)
         step_type = tf.fill([batch], ts.StepType.MID)
         distributions, (h, c) = self.actor(inputs, step_type=step_type, network_state=[h, c], training=False)
-        action = tf.stack([tf.cast(d.mode(), tf.int32) for d in tf.nest.flatten(distributions)], axis=-1)
-        return action, tf.concat([h, c], axis=-1)
+        distributions = tf.nest.flatten(distributions)
+        action = tf.stack([tf.cast(d.mode(), tf.int32) for d in distributions], axis=-1)
+        if not self.expected_moves:
+            return action, tf.concat([h, c], axis=-1)
+        amounts = tf.stack([_expected_amount(head, d) for head, d in zip(actions.ACTION_HEADS, distributions)], -1)
+        return action, tf.concat([h, c], axis=-1), amounts
+
+
+def _expected_amount(head, distribution):
+    probabilities = distribution.probs_parameter()
+    choices = tf.constant(head.choices, tf.float32)
+    if head.kind == "scale":
+        return tf.exp(tf.reduce_sum(probabilities * tf.math.log(choices), -1))
+    return tf.reduce_sum(probabilities * choices, -1)
 
 
 def _training_summary(root):
@@ -69,11 +90,13 @@ def _training_summary(root):
     return {"mean_return_last_10_iterations": sum(recent) / len(recent) if recent else None}
 
 
-def save_policy(agent, target, name, iterations, episodes, root=None, description=""):
+def save_policy(agent, target, name, iterations, episodes, root=None, description="", expected_moves=False,
+                extra=None):
     """Writes `agent`'s greedy policy to `target`: the controller with its
-    metadata, and the PolicySaver export in `target/tf_agents_policy`."""
-    actor = GreedyActor(agent)
-    extra = {
+    metadata, and the PolicySaver export in `target/tf_agents_policy`.
+    `extra` replaces the training record written in the metadata."""
+    actor = GreedyActor(agent, expected_moves)
+    extra = extra or {
         "trained_with": "TF-Agents PPOClipAgent (training/train.py)",
         "iterations": int(iterations),
         "episodes": int(episodes),
@@ -83,6 +106,7 @@ def save_policy(agent, target, name, iterations, episodes, root=None, descriptio
         "trained_with_validation_loss": False,
         **(_training_summary(pathlib.Path(root)) if root else {}),
     }
+    extra = {**extra, "moves": "expected" if expected_moves else "mode"}
     keras_lopt.save_controller(
         target, actor, state_size=actor.units, name=name,
         description=description or f"PPO policy meta-trained for {extra['iterations']} iterations",
@@ -126,19 +150,41 @@ def copy_snapshot(snapshot, name, output_dir=SAVED_POLICIES, description=""):
     return target
 
 
+def reexport(policy, name, output_dir=SAVED_POLICIES, description="", expected_moves=False):
+    """Writes an exported policy ("default" or a directory) again as `output_dir/name`, from its
+    PolicySaver copy, e.g. with `expected_moves`; its training record is kept."""
+    source = keras_lopt.controller.resolve(policy)
+    metadata = json.loads((source / keras_lopt.controller.METADATA_FILE).read_text())
+    target = pathlib.Path(output_dir) / name
+    _check_target(target)
+    time_step_spec, action_spec = train.time_step_and_action_specs()
+    agent = agent_lib.create_agent(time_step_spec, action_spec, train_step_counter=tf.Variable(0, dtype=tf.int64))
+    train.warm_start(agent, policy)
+    extra = {**metadata["extra"], "reexported_from": metadata["name"]}
+    return save_policy(agent, target, name, extra["iterations"], extra["episodes"],
+                       description=description or metadata["description"], expected_moves=expected_moves, extra=extra)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--root_dir", help="the meta-training run (python -m training.train): its latest checkpoint")
     source.add_argument("--snapshot", help="a policy the run exported (ROOT/policies/iteration_NNNNN)")
+    source.add_argument("--policy", help='an exported policy ("default" or a directory) to write again, '
+                        "e.g. with --expected_moves")
     parser.add_argument("--name", required=True, help="the policy's name and directory")
     parser.add_argument("--output_dir", default=str(SAVED_POLICIES), help="default: the package's saved_policies/")
     parser.add_argument("--description", default="")
+    parser.add_argument("--expected_moves", action="store_true",
+                        help="move by each head's expected move under the policy instead of its mode (GreedyActor)")
     parser.add_argument("--gin_file", action="append", default=[], help="the gin files the run used (default ppo.gin)")
     parser.add_argument("--gin_param", action="append", default=[])
     args = parser.parse_args(argv)
     if args.snapshot:
         path = copy_snapshot(args.snapshot, args.name, args.output_dir, args.description)
+    elif args.policy:
+        train.parse_gin(args.gin_file, args.gin_param)
+        path = reexport(args.policy, args.name, args.output_dir, args.description, args.expected_moves)
     else:
         train.parse_gin(args.gin_file, args.gin_param)
         path = export(args.root_dir, args.name, args.output_dir, args.description)
