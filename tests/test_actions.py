@@ -123,3 +123,21 @@ def test_max_learning_rate_does_not_cut_a_rate_above_it():
     opt.set_hyperparameters(learning_rate=0.2)  # set by the user: the same
     opt.apply_action(_doubling_learning_rate())
     assert opt.hyperparameters["learning_rate"] == pytest.approx(0.2, rel=1e-6)
+
+
+def test_amounts_between_the_choices_move_and_clamp():
+    stored = {"learning_rate": tf.constant(0.01), "beta_1": tf.constant(0.1), "beta_2": tf.constant(0.001),
+              "epsilon": tf.constant(1e-6), "weight_decay": tf.constant(0.05), "clip_ema": tf.constant(0.01),
+              "update_norm_ema": tf.constant(0.05), "clip_threshold": tf.constant(0.8)}
+    amounts = [1.3, 0.8, 1.0, 1.0, 3.0, 1.0, 1.0, 0.25]  # weight decay 0.15 is above its bound 0.1
+    moved = {k: float(v) for k, v in keras_lopt.actions.apply_amounts(stored, amounts).items()}
+    assert moved["learning_rate"] == pytest.approx(0.013)
+    assert moved["beta_1"] == pytest.approx(0.08)
+    assert moved["weight_decay"] == pytest.approx(0.1)
+    assert _logit(moved["clip_threshold"]) == pytest.approx(_logit(0.8) + 0.25, abs=1e-5)
+    assert moved["epsilon"] == pytest.approx(1e-6)
+    # A chosen action is the amounts of its choices, bit for bit.
+    action = [len(h.choices) - 1 for h in ACTION_HEADS]
+    by_action = keras_lopt.actions.apply_action(stored, action)
+    by_amounts = keras_lopt.actions.apply_amounts(stored, [h.choices[-1] for h in ACTION_HEADS])
+    assert {k: float(v) for k, v in by_action.items()} == {k: float(v) for k, v in by_amounts.items()}

@@ -33,6 +33,27 @@ def doubling_controller(tmp_path):
     return path
 
 
+def _growing_act(observation, state):
+    """Mode: no-op; expected move: the learning rate x1.5 (a controller with an "amount" output)."""
+    batch = tf.shape(observation)[0]
+    action = tf.tile(tf.constant([actions.NOOP_ACTION], tf.int32), [batch, 1])
+    amount = tf.tile(tf.constant([[1.5] + [h.choices[h.noop] for h in actions.ACTION_HEADS[1:]]]), [batch, 1])
+    return action, state + 1.0, amount
+
+
+@pytest.mark.parametrize("jit_compile", [True, False])
+def test_a_controller_with_amounts_moves_by_them(tmp_path, jit_compile):
+    save_controller(tmp_path / "growing", _growing_act, state_size=1)
+    controller = keras_lopt.Controller.load(str(tmp_path / "growing"))
+    action, state = controller.act(tf.zeros([features.NUM_FEATURES]), tf.zeros([1]))
+    assert list(action.numpy()) == list(actions.NOOP_ACTION) and float(state[0]) == 1.0
+    x, y = _data()  # 8 steps per epoch
+    opt = LHOPT(learning_rate=1e-4, policy=str(tmp_path / "growing"), control_every=4)
+    _fit(_model(opt, jit_compile), 2, x, y)
+    assert opt.hyperparameters["learning_rate"] == pytest.approx(1e-4 * 1.5**4, rel=1e-5)
+    assert opt.hyperparameters["beta_1"] == pytest.approx(opt.initial_hyperparameters["beta_1"], rel=1e-6)
+
+
 def _feature(observation, name):
     return observation[features.FEATURE_NAMES.index(name)]
 

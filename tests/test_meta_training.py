@@ -106,6 +106,35 @@ print("fit ok", optimizer.hyperparameters["learning_rate"])
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0 and "fit ok" in result.stdout, result.stderr[-4000:]
 
+    # Written again to move by each head's expected move: the same modes, amounts within the choices.
+    _run("training.export", "--policy", str(policy), "--name", "expected", "--output_dir", str(exported),
+         "--expected_moves", *gin)
+    metadata = json.loads((exported / "expected" / "keras_lopt_controller.json").read_text())
+    assert metadata["extra"]["moves"] == "expected" and metadata["extra"]["reexported_from"] == "smoke"
+    assert metadata["extra"]["iterations"] == 2
+    script = f"""
+import numpy as np, tensorflow as tf, keras_lopt
+from keras_lopt import actions, features
+mode = keras_lopt.Controller.load({str(policy)!r})
+expected = keras_lopt.Controller.load({str(exported / "expected")!r})
+observations = np.random.default_rng(0).normal(size=(20, features.NUM_FEATURES)).astype("float32")
+state_a = state_b = tf.zeros([mode.state_size])
+between = 0
+for observation in observations:
+    action_a, amounts_a, state_a = mode.move(tf.constant(observation), state_a)
+    action_b, amounts_b, state_b = expected.move(tf.constant(observation), state_b)
+    np.testing.assert_array_equal(action_a.numpy(), action_b.numpy())
+    np.testing.assert_allclose(state_a.numpy(), state_b.numpy(), rtol=1e-5, atol=1e-6)
+    for head, a, b in zip(actions.ACTION_HEADS, amounts_a.numpy(), amounts_b.numpy()):
+        assert a in np.float32(head.choices) and min(head.choices) - 1e-6 <= b <= max(head.choices) + 1e-6
+        between += not np.isclose(b, np.float32(head.choices)).any()
+assert between > 0, "every expected move was one of the choices"
+print("expected moves ok", between)
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0 and "expected moves ok" in result.stdout, result.stderr[-4000:]
+
     # A new run can start from the exported policy (fine-tuning) instead of random weights.
     script = f"""
 from training import train  # first: it selects Keras 2 for TF-Agents before TensorFlow loads
