@@ -6,11 +6,15 @@ A controller is a TensorFlow SavedModel whose root object has a
     act(observation: float32 [batch, NUM_FEATURES],
         state: float32 [batch, state_size])
         -> {"action": int32 [batch, len(ACTION_HEADS)],
-            "state": float32 [batch, state_size]}
+            "state": float32 [batch, state_size],
+            "amount": float32 [batch, len(ACTION_HEADS)]}  # optional
 
 `observation` is laid out as `keras_lopt.features.FEATURE_NAMES`; each action
-is one choice index per head of `keras_lopt.actions.ACTION_HEADS`. The
-recurrent state starts at zeros (`state_size` may be 0). Next to
+is one choice index per head of `keras_lopt.actions.ACTION_HEADS`. LHOPT moves
+its hyperparameters by the chosen choices, or, if the controller has an
+"amount" output, by those amounts (`keras_lopt.actions.apply_amounts`; e.g. a
+policy's expected move, see training/export.py), the action then only feeding
+the next observation. The recurrent state starts at zeros (`state_size` may be 0). Next to
 `saved_model.pb` the directory holds `keras_lopt_controller.json`, the
 metadata record: the feature and action spec versions, the feature names, the
 action heads, the state size, a name, a description, and free-form `extra`
@@ -57,7 +61,8 @@ def save_controller(path, act, *, state_size=0, name=None, description="", extra
         path: directory to write (it must not exist or be empty).
         act: callable `(observation [B, NUM_FEATURES], state [B, state_size])
             -> (action [B, len(ACTION_HEADS)], new_state [B, state_size])`,
-            written with TensorFlow ops. If it is a `tf.Module` (or a Keras
+            or `-> (action, new_state, amount [B, len(ACTION_HEADS)])` for a
+            controller that moves by amounts, written with TensorFlow ops. If it is a `tf.Module` (or a Keras
             layer or model), its variables are saved with it.
         state_size: size of the recurrent state (0 for a stateless controller).
         name: a short name; defaults to the directory name.
