@@ -39,40 +39,61 @@ SAVED_POLICIES = pathlib.Path(__file__).resolve().parents[1] / "saved_policies"
 TF_AGENTS_POLICY_DIR = train.TF_AGENTS_POLICY_DIR
 
 
+MOVES = ("mode", "expected", "sampled")
+
+
 class GreedyActor(tf.Module):
     """The deployed controller: normalise the features, run the actor, take each head's mode.
 
-    With `expected_moves`, it also outputs each head's expected move under the
-    policy ("amount", see `keras_lopt.actions.apply_amounts`): the
-    probability-weighted mean of the log-factors (scale heads) or logit shifts,
-    which LHOPT then moves by instead of the mode. Meta-training samples actions,
-    so the expected move follows the drift the policy was trained with, where
-    the mode can sit on the no-op while most probability is on moving one way.
+    `moves` chooses how the policy's action distribution becomes a move:
+    "mode" (the default) takes each head's likeliest choice. "expected" also
+    outputs each head's expected move ("amount", see
+    `keras_lopt.actions.apply_amounts`): the probability-weighted mean of the
+    log-factors (scale heads) or logit shifts, which LHOPT then moves by
+    instead of the mode. "sampled" draws each head's choice as meta-training
+    does, from stateless random numbers seeded by the control step's index
+    (kept in the recurrent state), so a run is repeatable. Meta-training samples,
+    so the mode can sit on the no-op while most probability is on moving one way.
 
-    The recurrent state is the actor's (h, c) concatenated; zeros start an
-    episode, as in LHOPT.
+    The recurrent state is the actor's (h, c) concatenated (then the control
+    step's index, for "sampled"); zeros start an episode, as in LHOPT.
     """
 
-    def __init__(self, agent, expected_moves=False):
+    def __init__(self, agent, moves="mode"):
         super().__init__(name="greedy_actor")
+        if moves not in MOVES:
+            raise ValueError(f"moves must be one of {MOVES}; got {moves!r}.")
         self.actor = agent.actor_net
         self.normalizer = agent._observation_normalizer  # the agent's running statistics
         self.units = sum(int(s.shape[0]) for s in tf.nest.flatten(self.actor.state_spec))
-        self.expected_moves = expected_moves
+        self.moves = moves
+        self.state_size = self.units + (moves == "sampled")
 
     def __call__(self, observation, state):
         batch = tf.shape(observation)[0]
         inputs = {"observation": observation, "critic": tf.zeros([batch, environment.CRITIC_SIZE])}
         inputs = self.normalizer.normalize(inputs)
-        h, c = tf.split(state, 2, axis=-1)
+        h, c = tf.split(state[:, : self.units], 2, axis=-1)
         step_type = tf.fill([batch], ts.StepType.MID)
         distributions, (h, c) = self.actor(inputs, step_type=step_type, network_state=[h, c], training=False)
         distributions = tf.nest.flatten(distributions)
+        new_state = tf.concat([h, c], axis=-1)
+        if self.moves == "sampled":
+            index = state[:, self.units:]
+            action = tf.concat([_sample(d, index, i) for i, d in enumerate(distributions)], axis=-1)
+            return action, tf.concat([new_state, index + 1.0], axis=-1)
         action = tf.stack([tf.cast(d.mode(), tf.int32) for d in distributions], axis=-1)
-        if not self.expected_moves:
-            return action, tf.concat([h, c], axis=-1)
+        if self.moves == "mode":
+            return action, new_state
         amounts = tf.stack([_expected_amount(head, d) for head, d in zip(actions.ACTION_HEADS, distributions)], -1)
-        return action, tf.concat([h, c], axis=-1), amounts
+        return action, new_state, amounts
+
+
+def _sample(distribution, index, head_index):
+    """One choice per batch row, `[batch, 1]`, seeded by (control step index, head)."""
+    seed = tf.stack([tf.cast(index[0, 0], tf.int32), tf.constant(head_index, tf.int32)])
+    logits = tf.reshape(distribution.logits_parameter(), [tf.shape(index)[0], -1])
+    return tf.cast(tf.random.stateless_categorical(logits, 1, seed), tf.int32)
 
 
 def _expected_amount(head, distribution):
@@ -90,12 +111,11 @@ def _training_summary(root):
     return {"mean_return_last_10_iterations": sum(recent) / len(recent) if recent else None}
 
 
-def save_policy(agent, target, name, iterations, episodes, root=None, description="", expected_moves=False,
-                extra=None):
+def save_policy(agent, target, name, iterations, episodes, root=None, description="", moves="mode", extra=None):
     """Writes `agent`'s greedy policy to `target`: the controller with its
     metadata, and the PolicySaver export in `target/tf_agents_policy`.
     `extra` replaces the training record written in the metadata."""
-    actor = GreedyActor(agent, expected_moves)
+    actor = GreedyActor(agent, moves)
     extra = extra or {
         "trained_with": "TF-Agents PPOClipAgent (training/train.py)",
         "iterations": int(iterations),
@@ -106,9 +126,9 @@ def save_policy(agent, target, name, iterations, episodes, root=None, descriptio
         "trained_with_validation_loss": False,
         **(_training_summary(pathlib.Path(root)) if root else {}),
     }
-    extra = {**extra, "moves": "expected" if expected_moves else "mode"}
+    extra = {**extra, "moves": moves}
     keras_lopt.save_controller(
-        target, actor, state_size=actor.units, name=name,
+        target, actor, state_size=actor.state_size, name=name,
         description=description or f"PPO policy meta-trained for {extra['iterations']} iterations",
         extra=extra,
     )
@@ -116,7 +136,7 @@ def save_policy(agent, target, name, iterations, episodes, root=None, descriptio
     return pathlib.Path(target)
 
 
-def export(root_dir, name, output_dir=SAVED_POLICIES, description=""):
+def export(root_dir, name, output_dir=SAVED_POLICIES, description="", moves="mode"):
     """Writes the policy in `root_dir`'s latest checkpoint to `output_dir/name`; returns its path."""
     root = pathlib.Path(root_dir).resolve()
     if not (root / "train" / "checkpoint").exists():
@@ -124,7 +144,7 @@ def export(root_dir, name, output_dir=SAVED_POLICIES, description=""):
     target = pathlib.Path(output_dir) / name
     _check_target(target)
     agent, _, iteration, episodes = train.create_agent_for_root(str(root))
-    return save_policy(agent, target, name, iteration.numpy(), episodes.numpy(), root, description)
+    return save_policy(agent, target, name, iteration.numpy(), episodes.numpy(), root, description, moves)
 
 
 def _check_target(target):
@@ -150,9 +170,9 @@ def copy_snapshot(snapshot, name, output_dir=SAVED_POLICIES, description=""):
     return target
 
 
-def reexport(policy, name, output_dir=SAVED_POLICIES, description="", expected_moves=False):
+def reexport(policy, name, output_dir=SAVED_POLICIES, description="", moves="mode"):
     """Writes an exported policy ("default" or a directory) again as `output_dir/name`, from its
-    PolicySaver copy, e.g. with `expected_moves`; its training record is kept."""
+    PolicySaver copy, e.g. with other `moves` (GreedyActor); its training record is kept."""
     source = keras_lopt.controller.resolve(policy)
     metadata = json.loads((source / keras_lopt.controller.METADATA_FILE).read_text())
     target = pathlib.Path(output_dir) / name
@@ -162,7 +182,7 @@ def reexport(policy, name, output_dir=SAVED_POLICIES, description="", expected_m
     train.warm_start(agent, policy)
     extra = {**metadata["extra"], "reexported_from": metadata["name"]}
     return save_policy(agent, target, name, extra["iterations"], extra["episodes"],
-                       description=description or metadata["description"], expected_moves=expected_moves, extra=extra)
+                       description=description or metadata["description"], moves=moves, extra=extra)
 
 
 def main(argv=None):
@@ -171,23 +191,25 @@ def main(argv=None):
     source.add_argument("--root_dir", help="the meta-training run (python -m training.train): its latest checkpoint")
     source.add_argument("--snapshot", help="a policy the run exported (ROOT/policies/iteration_NNNNN)")
     source.add_argument("--policy", help='an exported policy ("default" or a directory) to write again, '
-                        "e.g. with --expected_moves")
+                        "e.g. with other --moves")
     parser.add_argument("--name", required=True, help="the policy's name and directory")
     parser.add_argument("--output_dir", default=str(SAVED_POLICIES), help="default: the package's saved_policies/")
     parser.add_argument("--description", default="")
-    parser.add_argument("--expected_moves", action="store_true",
-                        help="move by each head's expected move under the policy instead of its mode (GreedyActor)")
+    parser.add_argument("--moves", choices=MOVES, default="mode",
+                        help="how the policy's action distribution becomes a move (GreedyActor); default: its mode")
     parser.add_argument("--gin_file", action="append", default=[], help="the gin files the run used (default ppo.gin)")
     parser.add_argument("--gin_param", action="append", default=[])
     args = parser.parse_args(argv)
+    if args.snapshot and args.moves != "mode":
+        parser.error("--moves needs --root_dir or --policy: --snapshot copies a policy as it was exported.")
     if args.snapshot:
         path = copy_snapshot(args.snapshot, args.name, args.output_dir, args.description)
     elif args.policy:
         train.parse_gin(args.gin_file, args.gin_param)
-        path = reexport(args.policy, args.name, args.output_dir, args.description, args.expected_moves)
+        path = reexport(args.policy, args.name, args.output_dir, args.description, args.moves)
     else:
         train.parse_gin(args.gin_file, args.gin_param)
-        path = export(args.root_dir, args.name, args.output_dir, args.description)
+        path = export(args.root_dir, args.name, args.output_dir, args.description, args.moves)
     print(f"Exported to {path}; use it with keras_lopt.LHOPT(policy={str(path)!r})")
 
 
