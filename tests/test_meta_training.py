@@ -106,9 +106,11 @@ print("fit ok", optimizer.hyperparameters["learning_rate"])
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0 and "fit ok" in result.stdout, result.stderr[-4000:]
 
-    # Written again to move by each head's expected move: the same modes, amounts within the choices.
-    _run("training.export", "--policy", str(policy), "--name", "expected", "--output_dir", str(exported),
-         "--expected_moves", *gin)
+    # Written again to move by each head's expected move: the same modes, amounts within the choices;
+    # and to sample each head as meta-training does, repeatably (seeded by the control step's index).
+    for moves in ("expected", "sampled"):
+        _run("training.export", "--policy", str(policy), "--name", moves, "--output_dir", str(exported),
+             "--moves", moves, *gin)
     metadata = json.loads((exported / "expected" / "keras_lopt_controller.json").read_text())
     assert metadata["extra"]["moves"] == "expected" and metadata["extra"]["reexported_from"] == "smoke"
     assert metadata["extra"]["iterations"] == 2
@@ -130,10 +132,22 @@ for observation in observations:
         between += not np.isclose(b, np.float32(head.choices)).any()
 assert between > 0, "every expected move was one of the choices"
 print("expected moves ok", between)
+sampled = keras_lopt.Controller.load({str(exported / "sampled")!r})
+assert sampled.state_size == mode.state_size + 1
+def sample_run():
+    state, chosen = tf.zeros([sampled.state_size]), []
+    for observation in observations:
+        action, state = sampled.act(tf.constant(observation), state)
+        chosen.append(action.numpy())
+    return np.array(chosen), state.numpy()
+first, state = sample_run()
+np.testing.assert_array_equal(first, sample_run()[0])
+assert state[-1] == len(observations) and len({{tuple(a) for a in first}}) > 1
+print("sampled moves ok")
 """
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert result.returncode == 0 and "expected moves ok" in result.stdout, result.stderr[-4000:]
+    assert result.returncode == 0 and "sampled moves ok" in result.stdout, result.stderr[-4000:]
 
     # A new run can start from the exported policy (fine-tuning) instead of random weights.
     script = f"""
