@@ -108,8 +108,16 @@ def test_shrunken_evaluation_writes_results_plots_and_readme_table(tmp_path, mon
     started = json.loads((tmp_path / "start" / "evaluation.json").read_text())
     assert started["start"] == {"epsilon": 1e-7} and len(calls) == 1
     assert started["results"][0]["lhopt_hyperparameters"][0]["epsilon"] == pytest.approx(1e-7)
+    # --control_steps sets LHOPT's cadence (40 steps here: every 10 steps for 4 control steps).
+    evaluate.main(["--policy", str(policy), "--tasks", "diamonds_mlp", "--scale", "0.02", "--seeds", "1",
+                   "--control_steps", "4", "--output_dir", str(tmp_path / "cadence"), "--cache_dir", str(cache)])
+    cadence = json.loads((tmp_path / "cadence" / "evaluation.json").read_text())
+    assert cadence["control_steps"] == 4 and cadence["results"][0]["lhopt_control_every"] == 10
     with pytest.raises(SystemExit):
         evaluate.main(["--policy", str(policy), "--start", "epsilom=1e-7", "--output_dir", str(tmp_path / "bad")])
     assert "Did you mean 'epsilon'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate.main(["--policy", str(policy), "--control_steps", "0", "--output_dir", str(tmp_path / "bad")])
+    assert "--control_steps must be at least 1" in capsys.readouterr().err
     text = readme.read_text()
     assert "old" not in text and "geometric mean" in text and text.startswith("intro") and text.endswith("outro\n")

@@ -43,7 +43,7 @@ import time
 
 import numpy as np
 
-from keras_lopt.lhopt import _ONE_MINUS, _stored_value
+from keras_lopt.lhopt import _ONE_MINUS, AUTO_CONTROL_STEPS, _stored_value
 from training import runner, tasks
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
@@ -161,9 +161,10 @@ def _cached_curve(cache_dir, spec, contender, total_steps, make_optimizer, task)
     return steps, losses, seconds
 
 
-def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None, start=None):
+def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None, start=None, control_steps=None):
     """Runs the contenders on one task; `scale` shrinks budgets (for smoke tests); LHOPT with the
-    controller starts from its defaults updated with `start` (the controller-off reference does not)."""
+    controller starts from its defaults updated with `start` (the controller-off reference does not)
+    and acts about `control_steps` times (None: LHOPT's default cadence)."""
     import functools
 
     import keras
@@ -181,7 +182,8 @@ def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None, start=None):
         cosine[lr] = reference(f"cosine_adam_lr{lr:g}", budget, lambda lr=lr: keras.optimizers.Adam(
             learning_rate=keras.optimizers.schedules.CosineDecay(lr, decay_steps=budget)))
     no_controller = reference(no_controller_contender(), budget, lambda: keras_lopt.LHOPT(policy=None))
-    optimizer = keras_lopt.LHOPT(**(start or {}), policy=policy, total_steps=budget)
+    control_every = max(1, budget // control_steps) if control_steps else None
+    optimizer = keras_lopt.LHOPT(**(start or {}), policy=policy, total_steps=budget, control_every=control_every)
     trajectory = []
     lhopt = _curve(task(), optimizer, budget, eval_every,
                    on_chunk=lambda run: trajectory.append(run.optimizer.hyperparameters))
@@ -217,7 +219,7 @@ def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None, start=None):
     }
 
 
-def evaluate_task_seeds(name, spec, policy, seeds, scale=1.0, cache_dir=None, start=None):
+def evaluate_task_seeds(name, spec, policy, seeds, scale=1.0, cache_dir=None, start=None, control_steps=None):
     """`evaluate_task` at `seeds` consecutive seeds from the task's own, summarised.
 
     The summary keeps the first seed's curves and trajectory (for the plot) and
@@ -227,7 +229,7 @@ def evaluate_task_seeds(name, spec, policy, seeds, scale=1.0, cache_dir=None, st
     every seed's numbers, LHOPT curve and hyperparameter trajectory.
     """
     task_seeds = [spec.seed + i for i in range(seeds)]
-    runs = [evaluate_task(name, dataclasses.replace(spec, seed=seed), policy, scale, cache_dir, start)
+    runs = [evaluate_task(name, dataclasses.replace(spec, seed=seed), policy, scale, cache_dir, start, control_steps)
             for seed in task_seeds]
     per_seed = [{key: value for key, value in run.items() if key != "curves"}
                 | {"seed": seed, "lhopt_curve": run["curves"]["lhopt"]} for seed, run in zip(task_seeds, runs)]
@@ -342,6 +344,9 @@ def main(argv=None):
                         help='LHOPT\'s starting hyperparameters: "default" or NAME=VALUE pairs joined by commas, '
                              'e.g. epsilon=1e-8 (to check a change of defaults; the controller-off reference '
                              'keeps the defaults)')
+    parser.add_argument("--control_steps", type=int,
+                        help="LHOPT acts about this many times per run (default: its own cadence, "
+                             f"{AUTO_CONTROL_STEPS} control steps)")
     parser.add_argument("--scale", type=float, default=1.0, help="shrink every budget (smoke runs only)")
     parser.add_argument("--update_readme", action="store_true", help="write the table into README.md")
     parser.add_argument("--cache_dir", default=str(default_cache_dir()),
@@ -350,6 +355,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error(f"--seeds must be at least 1; got {args.seeds}.")
+    if args.control_steps is not None and args.control_steps < 1:
+        parser.error(f"--control_steps must be at least 1; got {args.control_steps}.")
     from keras_lopt import controller
 
     try:
@@ -363,7 +370,8 @@ def main(argv=None):
     results = []
     for name in args.tasks:
         result = evaluate_task_seeds(name, EVALUATION_TASKS[name], args.policy, args.seeds, args.scale,
-                                     cache_dir=None if args.no_cache else args.cache_dir, start=start)
+                                     cache_dir=None if args.no_cache else args.cache_dir, start=start,
+                                     control_steps=args.control_steps)
         result["plot"] = _plot(result, output)
         results.append(result)
         print(f"{name}: speedup {_speedup_cell(result)}, "
@@ -376,6 +384,7 @@ def main(argv=None):
         "command": "python -m training.evaluate " + " ".join(sys.argv[1:] if argv is None else argv),
         "policy": args.policy,
         "start": start,
+        "control_steps": args.control_steps,
         "scale": args.scale,
         "seeds": args.seeds,
         "geometric_mean_speedup": mean,
