@@ -14,8 +14,8 @@ is one choice index per head of `keras_lopt.actions.ACTION_HEADS`. LHOPT moves
 its hyperparameters by the chosen choices, or, if the controller has an
 "amount" output, by those amounts (`keras_lopt.actions.apply_amounts`; e.g. a
 policy's expected move, see training/export.py), the action then only feeding
-the next observation. The recurrent state starts at zeros (`state_size` may be 0). Next to
-`saved_model.pb` the directory holds `keras_lopt_controller.json`, the
+the next observation. The recurrent state starts at zeros (`state_size` may
+be 0). Next to `saved_model.pb` the directory holds `keras_lopt_controller.json`, the
 metadata record: the feature and action spec versions, the feature names, the
 action heads, the state size, a name, a description, and free-form `extra`
 information (for example how it was trained).
@@ -62,8 +62,9 @@ def save_controller(path, act, *, state_size=0, name=None, description="", extra
         act: callable `(observation [B, NUM_FEATURES], state [B, state_size])
             -> (action [B, len(ACTION_HEADS)], new_state [B, state_size])`,
             or `-> (action, new_state, amount [B, len(ACTION_HEADS)])` for a
-            controller that moves by amounts, written with TensorFlow ops. If it is a `tf.Module` (or a Keras
-            layer or model), its variables are saved with it.
+            controller that moves by amounts, written with TensorFlow ops.
+            If it is a `tf.Module` (or a Keras layer or model), its variables
+            are saved with it.
         state_size: size of the recurrent state (0 for a stateless controller).
         name: a short name; defaults to the directory name.
         description: free text stored in the metadata.

@@ -14,6 +14,11 @@ Use it with `keras_lopt.LHOPT(policy="OUTPUT_DIR/NAME")`.
 
 copies a snapshot the run exported itself (train_eval's `export_interval`)
 instead, renamed, e.g. to ship the one benchmarks/validate_policies.py chose.
+
+    python -m training.export --policy default --name default_expected --moves expected
+
+writes an exported policy again from its PolicySaver copy, here moving by each
+head's expected move instead of its mode (`--moves`, see GreedyActor).
 """
 
 import argparse
@@ -43,7 +48,7 @@ MOVES = ("mode", "expected", "sampled")
 
 
 class GreedyActor(tf.Module):
-    """The deployed controller: normalise the features, run the actor, take each head's mode.
+    """The deployed controller: normalise the features, run the actor, move by each head's mode.
 
     `moves` chooses how the policy's action distribution becomes a move:
     "mode" (the default) takes each head's likeliest choice. "expected" also
