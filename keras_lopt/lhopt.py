@@ -72,9 +72,9 @@ _TRUST_RATIO_FLOOR = 1e-3
 # With control_every=None the controller acts about AUTO_CONTROL_STEPS times in
 # a run of known length, and every FALLBACK_CONTROL_EVERY steps while the run
 # length is unknown. The packaged controller was meta-trained on runs of 2-128
-# control steps; acting far more often compounds its per-step moves. 50 scored
-# best of 25, 50 and 100 on validation tasks
-# (benchmarks/results/validate_control_steps.md).
+# control steps, last at 32-80; acting far more often compounds its per-step
+# moves. 50 scored best of 25, 50 and 100 with an earlier controller and of 32,
+# 50 and 80 with the packaged one (benchmarks/results/validate_control_steps*.md).
 AUTO_CONTROL_STEPS = 50
 FALLBACK_CONTROL_EVERY = 10
 
