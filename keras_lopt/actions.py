@@ -48,20 +48,6 @@ ACTION_HEADS = (
 NOOP_ACTION = tuple(head.noop for head in ACTION_HEADS)
 
 
-def apply_action(stored, action):
-    """Returns the stored hyperparameters moved by `action`.
-
-    Args:
-        stored: dict of constructor name -> float32 scalar tensor holding the
-            stored value (1 - beta for the betas).
-        action: int tensor of shape `[len(ACTION_HEADS)]`, one choice per head.
-
-    Returns:
-        A dict like `stored` with the new values, each within its head's bounds.
-    """
-    return apply_amounts(stored, chosen_amounts(action))
-
-
 def chosen_amounts(action):
     """Each head's chosen amount (see `apply_amounts`), float32 `[len(ACTION_HEADS)]`."""
     action = tf.convert_to_tensor(action)
@@ -70,11 +56,19 @@ def chosen_amounts(action):
 
 
 def apply_amounts(stored, amounts):
-    """Returns the stored hyperparameters moved by `amounts`, float32 `[len(ACTION_HEADS)]`:
-    a scale head multiplies its stored value by its amount, the logit-shift head adds its
-    amount to the clip threshold's logit; each result is clamped to its head's bounds.
-    Amounts need not be among the choices (a controller may move by its policy's
-    expected move, see `keras_lopt.controller`)."""
+    """Returns the stored hyperparameters moved by `amounts`.
+
+    Args:
+        stored: dict of constructor name -> float32 scalar tensor holding the
+            stored value (1 - beta for the betas).
+        amounts: float32 `[len(ACTION_HEADS)]`: a factor per scale head, a
+            logit shift for the clip threshold. A chosen action's are
+            `chosen_amounts(action)`; amounts need not be among the choices
+            (e.g. a policy's expected move, see `keras_lopt.controller`).
+
+    Returns:
+        A dict like `stored` with the new values, each within its head's bounds.
+    """
     amounts = tf.convert_to_tensor(amounts, tf.float32)
     moved = dict(stored)
     for i, head in enumerate(ACTION_HEADS):

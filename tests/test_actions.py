@@ -138,6 +138,6 @@ def test_amounts_between_the_choices_move_and_clamp():
     assert moved["epsilon"] == pytest.approx(1e-6)
     # A chosen action is the amounts of its choices, bit for bit.
     action = [len(h.choices) - 1 for h in ACTION_HEADS]
-    by_action = keras_lopt.actions.apply_action(stored, action)
+    by_action = keras_lopt.actions.apply_amounts(stored, keras_lopt.actions.chosen_amounts(action))
     by_amounts = keras_lopt.actions.apply_amounts(stored, [h.choices[-1] for h in ACTION_HEADS])
     assert {k: float(v) for k, v in by_action.items()} == {k: float(v) for k, v in by_amounts.items()}
