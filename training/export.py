@@ -209,12 +209,10 @@ def main(argv=None):
         parser.error("--moves needs --root_dir or --policy: --snapshot copies a policy as it was exported.")
     if args.snapshot:
         path = copy_snapshot(args.snapshot, args.name, args.output_dir, args.description)
-    elif args.policy:
+    else:  # builds the agent: its networks' sizes come from gin
         train.parse_gin(args.gin_file, args.gin_param)
-        path = reexport(args.policy, args.name, args.output_dir, args.description, args.moves)
-    else:
-        train.parse_gin(args.gin_file, args.gin_param)
-        path = export(args.root_dir, args.name, args.output_dir, args.description, args.moves)
+        write = reexport if args.policy else export
+        path = write(args.policy or args.root_dir, args.name, args.output_dir, args.description, args.moves)
     print(f"Exported to {path}; use it with keras_lopt.LHOPT(policy={str(path)!r})")
 
 
