@@ -108,9 +108,13 @@ print("fit ok", optimizer.hyperparameters["learning_rate"])
 
     # Written again to move by each head's expected move: the same modes, amounts within the choices;
     # and to sample each head as meta-training does, repeatably (seeded by the control step's index).
+    # Sampled with the logits scaled up 1000x, the policy samples its mode.
     for moves in ("expected", "sampled"):
         _run("training.export", "--policy", str(policy), "--name", moves, "--output_dir", str(exported),
              "--moves", moves, *gin)
+    _run("training.export", "--policy", str(policy), "--name", "sharp", "--output_dir", str(exported),
+         "--moves", "sampled", "--logit_scale", "1000", *gin)
+    assert json.loads((exported / "sharp" / "keras_lopt_controller.json").read_text())["extra"]["logit_scale"] == 1000
     metadata = json.loads((exported / "expected" / "keras_lopt_controller.json").read_text())
     assert metadata["extra"]["moves"] == "expected" and metadata["extra"]["reexported_from"] == "smoke"
     assert metadata["extra"]["iterations"] == 2
@@ -143,6 +147,12 @@ def sample_run():
 first, state = sample_run()
 np.testing.assert_array_equal(first, sample_run()[0])
 assert state[-1] == len(observations) and len({{tuple(a) for a in first}}) > 1
+sharp = keras_lopt.Controller.load({str(exported / "sharp")!r})
+state_mode, state_sharp = tf.zeros([mode.state_size]), tf.zeros([sharp.state_size])
+for observation in observations:
+    action_mode, state_mode = mode.act(tf.constant(observation), state_mode)
+    action_sharp, state_sharp = sharp.act(tf.constant(observation), state_sharp)
+    np.testing.assert_array_equal(action_mode.numpy(), action_sharp.numpy())
 print("sampled moves ok")
 """
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600,
@@ -161,6 +171,12 @@ assert not all(np.array_equal(a, b) for a, b in zip(before, saved)), "a fresh ag
 train.warm_start(agent, {str(policy)!r})
 after = [v.numpy() for v in agent.policy.variables()]
 assert len(after) == len(saved) and all(np.array_equal(a, b) for a, b in zip(after, saved))
+# Scaled logits: each head's output layer (kernel and bias) times the scale, all else as saved.
+train.warm_start(agent, {str(policy)!r}, logit_scale=3.0)
+scaled = [("/logits/" in v.name, v.numpy()) for v in agent.policy.variables()]
+assert sum(is_logits for is_logits, _ in scaled) == 2 * len(agent.action_spec)
+for (is_logits, a), b in zip(scaled, saved):
+    np.testing.assert_allclose(a, 3.0 * b if is_logits else b, rtol=1e-6)
 print("warm start ok", len(saved))
 """
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600,
@@ -168,8 +184,8 @@ print("warm start ok", len(saved))
     assert result.returncode == 0 and "warm start ok" in result.stdout, result.stderr[-4000:]
     finetune = tmp_path / "finetune"
     out = _run("training.train", "--root_dir", str(finetune), "--init_policy", str(policy), *_gin_args(1),
-               "--gin_param", "train_eval.export_interval=1")
-    assert "Starting from the policy" in out and "iteration 1/1" in out
+               "--gin_param", "train_eval.export_interval=1", "--gin_param", "train_eval.init_logit_scale=2.0")
+    assert "Starting from the policy" in out and "its logits scaled by 2.0" in out and "iteration 1/1" in out
     snapshot = json.loads((finetune / "policies" / "iteration_00001" / "keras_lopt_controller.json").read_text())
     recorded = snapshot["extra"]["gin_config"]  # gin may wrap the long binding over two lines
     assert "train_eval.init_policy =" in recorded and str(policy) in recorded, recorded
@@ -182,6 +198,25 @@ def test_train_init_policy_must_be_an_exported_policy(tmp_path):
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode != 0 and "no such directory" in result.stderr
     assert not (tmp_path / "run" / "train").exists()  # failed before starting workers or the agent
+
+
+def test_train_init_logit_scale_needs_a_positive_scale_and_an_init_policy(tmp_path):
+    for params in (["--gin_param", "train_eval.init_logit_scale=3.0"],
+                   ["--init_policy", "default", "--gin_param", "train_eval.init_logit_scale=0.0"]):
+        command = [sys.executable, "-m", "training.train", "--root_dir", str(tmp_path / "run"), *params]
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert result.returncode != 0, result.stdout
+        assert "set init_policy too" in result.stderr or "must be a positive number" in result.stderr, result.stderr
+        assert not (tmp_path / "run" / "train").exists()
+
+
+def test_export_logit_scale_needs_policy(tmp_path):
+    command = [sys.executable, "-m", "training.export", "--snapshot", str(tmp_path), "--name", "x",
+               "--logit_scale", "2"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 2 and "--logit_scale needs --policy" in result.stderr
 
 
 def test_environment_episode_rewards_telescope(tmp_path):

@@ -25,6 +25,8 @@ from tf_agents.networks import value_rnn_network  # noqa: E402
 
 from keras_lopt import actions  # noqa: E402
 
+LOGITS_LAYER = "logits"  # each action head's output layer (training.train.warm_start scales it)
+
 
 @tf_keras.utils.register_keras_serializable(package="keras_lopt")
 class LayerNormLSTMCell(tf_keras.layers.AbstractRNNCell):
@@ -96,7 +98,7 @@ def noop_biased_projection(action_spec, noop_logit=3.0):
         len(head.choices),
         kernel_initializer=tf_keras.initializers.VarianceScaling(scale=0.1),
         bias_initializer=tf_keras.initializers.Constant(bias),
-        name="logits",
+        name=LOGITS_LAYER,
     )
     return network
 

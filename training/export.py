@@ -18,7 +18,9 @@ instead, renamed, e.g. to ship the one benchmarks/validate_policies.py chose.
     python -m training.export --policy default --name default_expected --moves expected
 
 writes an exported policy again from its PolicySaver copy, here moving by each
-head's expected move instead of its mode (`--moves`, see GreedyActor).
+head's expected move instead of its mode (`--moves`, see GreedyActor);
+`--logit_scale K` multiplies its logits by K (e.g. to see how a sharper
+policy does with `--moves sampled`).
 """
 
 import argparse
@@ -175,17 +177,19 @@ def copy_snapshot(snapshot, name, output_dir=SAVED_POLICIES, description=""):
     return target
 
 
-def reexport(policy, name, output_dir=SAVED_POLICIES, description="", moves="mode"):
+def reexport(policy, name, output_dir=SAVED_POLICIES, description="", moves="mode", logit_scale=1.0):
     """Writes an exported policy ("default" or a directory) again as `output_dir/name`, from its
-    PolicySaver copy, e.g. with other `moves` (GreedyActor); its training record is kept."""
+    PolicySaver copy, e.g. with other `moves` (GreedyActor) or its logits scaled by
+    `logit_scale` (train.warm_start); its training record is kept."""
+    train.check_logit_scale(logit_scale)
     source = keras_lopt.controller.resolve(policy)
     metadata = json.loads((source / keras_lopt.controller.METADATA_FILE).read_text())
     target = pathlib.Path(output_dir) / name
     _check_target(target)
     time_step_spec, action_spec = train.time_step_and_action_specs()
     agent = agent_lib.create_agent(time_step_spec, action_spec, train_step_counter=tf.Variable(0, dtype=tf.int64))
-    train.warm_start(agent, policy)
-    extra = {**metadata["extra"], "reexported_from": metadata["name"]}
+    train.warm_start(agent, policy, logit_scale)
+    extra = {**metadata["extra"], "reexported_from": metadata["name"], "logit_scale": logit_scale}
     return save_policy(agent, target, name, extra["iterations"], extra["episodes"],
                        description=description or metadata["description"], moves=moves, extra=extra)
 
@@ -202,17 +206,23 @@ def main(argv=None):
     parser.add_argument("--description", default="")
     parser.add_argument("--moves", choices=MOVES, default="mode",
                         help="how the policy's action distribution becomes a move (GreedyActor); default: its mode")
+    parser.add_argument("--logit_scale", type=float, default=1.0,
+                        help="with --policy: multiply each head's logits (sharpen above 1; the mode stays)")
     parser.add_argument("--gin_file", action="append", default=[], help="the gin files the run used (default ppo.gin)")
     parser.add_argument("--gin_param", action="append", default=[])
     args = parser.parse_args(argv)
     if args.snapshot and args.moves != "mode":
         parser.error("--moves needs --root_dir or --policy: --snapshot copies a policy as it was exported.")
+    if args.logit_scale != 1 and not args.policy:
+        parser.error("--logit_scale needs --policy (it rescales an exported policy's logits).")
     if args.snapshot:
         path = copy_snapshot(args.snapshot, args.name, args.output_dir, args.description)
     else:  # builds the agent: its networks' sizes come from gin
         train.parse_gin(args.gin_file, args.gin_param)
-        write = reexport if args.policy else export
-        path = write(args.policy or args.root_dir, args.name, args.output_dir, args.description, args.moves)
+        if args.policy:
+            path = reexport(args.policy, args.name, args.output_dir, args.description, args.moves, args.logit_scale)
+        else:
+            path = export(args.root_dir, args.name, args.output_dir, args.description, args.moves)
     print(f"Exported to {path}; use it with keras_lopt.LHOPT(policy={str(path)!r})")
 
 

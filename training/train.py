@@ -91,9 +91,22 @@ def tf_agents_policy_directory(policy):
     return directory
 
 
-def warm_start(agent, policy):
+def check_logit_scale(logit_scale):
+    if not (isinstance(logit_scale, (int, float)) and logit_scale > 0):
+        raise ValueError(f"The logit scale must be a positive number (1 keeps the policy as exported); "
+                         f"got {logit_scale!r}.")
+
+
+def warm_start(agent, policy, logit_scale=1.0):
     """Sets `agent`'s policy variables (actor, value network, observation normaliser)
-    to those of an exported policy ("default" or a directory from training.export)."""
+    to those of an exported policy ("default" or a directory from training.export).
+
+    `logit_scale` multiplies every action head's logits (its output layer's
+    kernel and bias), i.e. divides the policy's temperature: above 1 the
+    sampled policy moves closer to its mode, which the deployed controller
+    takes, while the mode itself stays the same.
+    """
+    check_logit_scale(logit_scale)
     import tensorflow_probability  # noqa: F401  (registers the ops a PolicySaver export uses)
 
     directory = tf_agents_policy_directory(policy)
@@ -107,6 +120,9 @@ def warm_start(agent, policy):
         )
     for variable, value in zip(target, source):
         variable.assign(value)
+    for variable in agent.actor_net.variables:
+        if f"/{agent_lib.LOGITS_LAYER}/" in variable.name:
+            variable.assign(variable * logit_scale)
 
 
 def _format_seconds(seconds):
@@ -189,20 +205,25 @@ def train_eval(
     default_start_probability=0.0,
     export_interval=0,
     init_policy=None,
+    init_logit_scale=1.0,
     task_return_baseline=0,
     log=print,
 ):
     """Runs (or resumes) meta-training in `root_dir`; returns the last progress line.
 
-    `init_policy`: an exported policy a new run starts from (see `warm_start`).
+    `init_policy`: an exported policy a new run starts from, its logits scaled by
+    `init_logit_scale` (see `warm_start`).
     `long_run_pool_size`: long-run tasks added to the pool (`environment.LHOPTEnvironment`'s
     `long_task_seeds`), with the seeds after the `task_pool_size` ones.
     `task_return_baseline`: shape rewards by the mean return of each task's latest this many
     episodes (`environment.LHOPTEnvironment`); 0 leaves them unshaped.
     """
     tasks.check_control_steps_range(min_control_steps, max_control_steps)  # here, not in a worker process
-    if init_policy:
-        tf_agents_policy_directory(init_policy)  # a wrong path fails now, not after the workers' warm-up
+    if init_policy:  # wrong settings fail now, not after the workers' warm-up
+        tf_agents_policy_directory(init_policy)
+        check_logit_scale(init_logit_scale)
+    elif init_logit_scale != 1:
+        raise ValueError("init_logit_scale scales the logits of init_policy; set init_policy too.")
     root = pathlib.Path(root_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
     episodes_path = root / EPISODES_FILE
@@ -254,8 +275,9 @@ def train_eval(
     if init_policy and checkpointer.checkpoint_exists:
         log(f"Resuming from the checkpoint in {root / 'train'}; init_policy={init_policy!r} is not used.")
     elif init_policy:
-        warm_start(agent, init_policy)
-        log(f"Starting from the policy {init_policy!r}.")
+        warm_start(agent, init_policy, init_logit_scale)
+        log(f"Starting from the policy {init_policy!r}" + (
+            f", its logits scaled by {init_logit_scale}." if init_logit_scale != 1 else "."))
     replay_buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
         agent.collect_data_spec,
         batch_size=tf_env.batch_size,
