@@ -207,7 +207,7 @@ def test_train_init_logit_scale_needs_a_positive_scale_and_an_init_policy(tmp_pa
         result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert result.returncode != 0, result.stdout
-        assert "set init_policy too" in result.stderr or "must be a positive number" in result.stderr, result.stderr
+        assert "set init_policy too" in result.stderr or "must be a positive finite number" in result.stderr, result.stderr
         assert not (tmp_path / "run" / "train").exists()
 
 

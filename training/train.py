@@ -92,8 +92,8 @@ def tf_agents_policy_directory(policy):
 
 
 def check_logit_scale(logit_scale):
-    if not (isinstance(logit_scale, (int, float)) and logit_scale > 0):
-        raise ValueError(f"The logit scale must be a positive number (1 keeps the policy as exported); "
+    if not (isinstance(logit_scale, (int, float)) and 0 < logit_scale < float("inf")):
+        raise ValueError(f"The logit scale must be a positive finite number (1 keeps the policy as exported); "
                          f"got {logit_scale!r}.")
 
 
