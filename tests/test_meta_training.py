@@ -211,12 +211,14 @@ def test_train_init_logit_scale_needs_a_positive_scale_and_an_init_policy(tmp_pa
         assert not (tmp_path / "run" / "train").exists()
 
 
-def test_export_logit_scale_needs_policy(tmp_path):
-    command = [sys.executable, "-m", "training.export", "--snapshot", str(tmp_path), "--name", "x",
-               "--logit_scale", "2"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert result.returncode == 2 and "--logit_scale needs --policy" in result.stderr
+def test_export_logit_scale_needs_policy_and_a_positive_scale(tmp_path):
+    for args, message in ((["--snapshot", str(tmp_path), "--logit_scale", "2"], "--logit_scale needs --policy"),
+                          (["--policy", "default", "--logit_scale", "-1"], "must be a positive finite number")):
+        command = [sys.executable, "-m", "training.export", "--name", "x", "--output_dir", str(tmp_path), *args]
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+        assert not (tmp_path / "x").exists()
 
 
 def test_environment_episode_rewards_telescope(tmp_path):

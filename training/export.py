@@ -181,7 +181,6 @@ def reexport(policy, name, output_dir=SAVED_POLICIES, description="", moves="mod
     """Writes an exported policy ("default" or a directory) again as `output_dir/name`, from its
     PolicySaver copy, e.g. with other `moves` (GreedyActor) or its logits scaled by
     `logit_scale` (train.warm_start); its training record is kept."""
-    train.check_logit_scale(logit_scale)
     source = keras_lopt.controller.resolve(policy)
     metadata = json.loads((source / keras_lopt.controller.METADATA_FILE).read_text())
     target = pathlib.Path(output_dir) / name
@@ -215,6 +214,10 @@ def main(argv=None):
         parser.error("--moves needs --root_dir or --policy: --snapshot copies a policy as it was exported.")
     if args.logit_scale != 1 and not args.policy:
         parser.error("--logit_scale needs --policy (it rescales an exported policy's logits).")
+    try:  # a usage error now, not a traceback once the agent is built
+        train.check_logit_scale(args.logit_scale)
+    except ValueError as error:
+        parser.error(f"--logit_scale: {error}")
     if args.snapshot:
         path = copy_snapshot(args.snapshot, args.name, args.output_dir, args.description)
     else:  # builds the agent: its networks' sizes come from gin
