@@ -200,14 +200,18 @@ def test_train_init_policy_must_be_an_exported_policy(tmp_path):
     assert not (tmp_path / "run" / "train").exists()  # failed before starting workers or the agent
 
 
-def test_train_init_logit_scale_needs_a_positive_scale_and_an_init_policy(tmp_path):
+def test_train_bad_settings_are_usage_errors(tmp_path):
     for params, message in ((["--gin_param", "train_eval.init_logit_scale=3.0"], "set init_policy too"),
                             (["--init_policy", "default", "--gin_param", "train_eval.init_logit_scale=0.0"],
-                             "must be a positive finite number")):
+                             "must be a positive finite number"),
+                            (["--gin_param", "train_eval.min_control_steps=9", "--gin_param",
+                              "train_eval.max_control_steps=3"], "control_steps")):
         command = [sys.executable, "-m", "training.train", "--root_dir", str(tmp_path / "run"), *params]
         result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
-        assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
+        # A usage error naming the setting, not a traceback.
+        assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr
         assert not (tmp_path / "run" / "train").exists()
 
 

@@ -118,12 +118,9 @@ def _training_summary(root):
     return {"mean_return_last_10_iterations": sum(recent) / len(recent) if recent else None}
 
 
-def save_policy(agent, target, name, iterations, episodes, root=None, description="", moves="mode", extra=None):
-    """Writes `agent`'s greedy policy to `target`: the controller with its
-    metadata, and the PolicySaver export in `target/tf_agents_policy`.
-    `extra` replaces the training record written in the metadata."""
-    actor = GreedyActor(agent, moves)
-    extra = extra or {
+def training_record(agent, iterations, episodes, root=None):
+    """The metadata's record of how `agent` was trained (run `root`'s summary if given)."""
+    return {
         "trained_with": "TF-Agents PPOClipAgent (training/train.py)",
         "iterations": int(iterations),
         "episodes": int(episodes),
@@ -133,7 +130,14 @@ def save_policy(agent, target, name, iterations, episodes, root=None, descriptio
         "trained_with_validation_loss": False,
         **(_training_summary(pathlib.Path(root)) if root else {}),
     }
-    extra = {**extra, "moves": moves}
+
+
+def save_policy(agent, target, name, record, description="", moves="mode"):
+    """Writes `agent`'s greedy policy to `target`: the controller with its metadata
+    (`record`, see `training_record`, in its extra), and the PolicySaver export in
+    `target/tf_agents_policy`."""
+    actor = GreedyActor(agent, moves)
+    extra = {**record, "moves": moves}
     keras_lopt.save_controller(
         target, actor, state_size=actor.state_size, name=name,
         description=description or f"PPO policy meta-trained for {extra['iterations']} iterations",
@@ -151,7 +155,8 @@ def export(root_dir, name, output_dir=SAVED_POLICIES, description="", moves="mod
     target = pathlib.Path(output_dir) / name
     _check_target(target)
     agent, _, iteration, episodes = train.create_agent_for_root(str(root))
-    return save_policy(agent, target, name, iteration.numpy(), episodes.numpy(), root, description, moves)
+    record = training_record(agent, iteration.numpy(), episodes.numpy(), root)
+    return save_policy(agent, target, name, record, description, moves)
 
 
 def _check_target(target):
@@ -188,9 +193,8 @@ def reexport(policy, name, output_dir=SAVED_POLICIES, description="", moves="mod
     time_step_spec, action_spec = train.time_step_and_action_specs()
     agent = agent_lib.create_agent(time_step_spec, action_spec, train_step_counter=tf.Variable(0, dtype=tf.int64))
     train.warm_start(agent, policy, logit_scale)
-    extra = {**metadata["extra"], "reexported_from": metadata["name"], "logit_scale": logit_scale}
-    return save_policy(agent, target, name, extra["iterations"], extra["episodes"],
-                       description=description or metadata["description"], moves=moves, extra=extra)
+    record = {**metadata["extra"], "reexported_from": metadata["name"], "logit_scale": logit_scale}
+    return save_policy(agent, target, name, record, description or metadata["description"], moves)
 
 
 def main(argv=None):

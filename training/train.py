@@ -97,6 +97,10 @@ def check_logit_scale(logit_scale):
                          f"got {logit_scale!r}.")
 
 
+class SettingError(ValueError):
+    """A train_eval setting (gin binding) that cannot work; found before any worker starts."""
+
+
 def warm_start(agent, policy, logit_scale=1.0):
     """Sets `agent`'s policy variables (actor, value network, observation normaliser)
     to those of an exported policy ("default" or a directory from training.export).
@@ -178,7 +182,7 @@ def _export_snapshot(agent, root, iteration, episodes):
     # Written beside and renamed, so a run killed mid-export leaves no partial snapshot.
     partial = target.with_name(f".{name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    export.save_policy(agent, partial, name, iteration, episodes, root)
+    export.save_policy(agent, partial, name, export.training_record(agent, iteration, episodes, root))
     partial.rename(target)
 
 
@@ -218,12 +222,15 @@ def train_eval(
     `task_return_baseline`: shape rewards by the mean return of each task's latest this many
     episodes (`environment.LHOPTEnvironment`); 0 leaves them unshaped.
     """
-    tasks.check_control_steps_range(min_control_steps, max_control_steps)  # here, not in a worker process
-    if init_policy:  # wrong settings fail now, not after the workers' warm-up
-        tf_agents_policy_directory(init_policy)
-        check_logit_scale(init_logit_scale)
-    elif init_logit_scale != 1:
-        raise ValueError("init_logit_scale scales the logits of init_policy; set init_policy too.")
+    try:  # wrong settings fail now, not in a worker process or after the workers' warm-up
+        tasks.check_control_steps_range(min_control_steps, max_control_steps)
+        if init_policy:
+            tf_agents_policy_directory(init_policy)
+            check_logit_scale(init_logit_scale)
+        elif init_logit_scale != 1:
+            raise ValueError("init_logit_scale scales the logits of init_policy; set init_policy too.")
+    except ValueError as error:
+        raise SettingError(str(error)) from None
     root = pathlib.Path(root_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
     episodes_path = root / EPISODES_FILE
@@ -377,7 +384,10 @@ def main(argv=None):
 
     system_multiprocessing.enable_interactive_mode()
     parse_gin(args.gin_file, args.gin_param)
-    train_eval(args.root_dir, log=lambda line: print(line, flush=True))
+    try:
+        train_eval(args.root_dir, log=lambda line: print(line, flush=True))
+    except SettingError as error:
+        parser.error(str(error))
 
 
 if __name__ == "__main__":
