@@ -196,7 +196,7 @@ def test_train_init_policy_must_be_an_exported_policy(tmp_path):
                "--init_policy", str(tmp_path / "missing")]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert result.returncode != 0 and "no such directory" in result.stderr
+    assert result.returncode == 2 and "no such directory" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "train").exists()  # failed before starting workers or the agent
 
 
