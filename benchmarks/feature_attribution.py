@@ -3,10 +3,11 @@
     python benchmarks/feature_attribution.py [--policy default] [--tasks ...] \
         [--output benchmarks/results/feature_attribution.json]
 
-Runs LHOPT(policy) once on each held-out evaluation task (training.evaluate's tasks, their first
-seed, LHOPT's own cadence of about 50 control steps per run) and records the observation the controller saw at every control
-step. Then it replays the controller on those observations, open loop in the task (the
-recorded task-side features are fed back) but closed loop in the controller's own features:
+Runs LHOPT(policy) once on each held-out evaluation task (training.evaluate's tasks, their
+first seed, LHOPT's own cadence of about 50 control steps per run) and records the observation
+the controller saw at every control step. Then it replays the controller on those
+observations, open loop in the task (the recorded task-side features are fed back) but closed
+loop in the controller's own features:
 the hyperparameters relative to their start (raw and history CDFs) and the previous action
 are recomputed from the replayed moves, so a replay that changes a move sees its effect on
 those inputs as a real run would.
@@ -200,6 +201,10 @@ def attribute(recordings, controller, groups, own):
     return checks, progress_rows, pairs
 
 
+def _between(value, a, b, tolerance=0.05):
+    return min(a, b) - tolerance <= value <= max(a, b) + tolerance
+
+
 def _cell(s):
     return f"{s['mean']:+.1f} / {s['final']:+.1f}"
 
@@ -242,6 +247,11 @@ def markdown(result):
         everything = _cell(p["all_task_side_swapped"]) + ("" if p["all_swapped_reproduces_donor"] else " (!)")
         lines.append(f"| {p['recipient']} | {p['donor']} | {_cell(p['own'])} | {_cell(p['donor_own'])} | "
                      f"{everything} | " + " | ".join(_cell(p["swapped"][g]) for g in groups) + " |")
+    outside = {part: sum(not _between(p["swapped"][g][part], p["own"][part], p["donor_own"][part])
+                         for p in result["pairs"] for g in groups) for part in ("mean", "final")}
+    lines += ["", f"Swaps of one group that move the schedule outside the range of the two tasks' own: "
+                  f"{outside['mean']} of {len(result['pairs']) * len(groups)} by the mean, {outside['final']} by "
+                  f"the final learning rate (0.05 tolerance)."]
     if not all(p["all_swapped_reproduces_donor"] for p in result["pairs"]):
         lines += ["", "(!): the replay with every task-side group swapped does not reproduce the donor's run."]
     return "\n".join(lines) + "\n"
