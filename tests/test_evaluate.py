@@ -72,6 +72,10 @@ def test_shrunken_evaluation_writes_results_plots_and_readme_table(tmp_path, mon
         assert len(r["lhopt_hyperparameters"]) == r["budget"] // 10
         # LHOPT is built as a user builds it: its cadence follows the budget.
         assert r["lhopt_control_every"] == max(1, r["budget"] // keras_lopt.lhopt.AUTO_CONTROL_STEPS)
+        # The best cosine run's own speedup over Adam, from the same curves.
+        adam, cosine = r["curves"]["adam"], r["curves"][f"cosine_adam_lr{r['best_cosine_learning_rate']:g}"]
+        assert (r["best_cosine_adam_speedup_over_adam"], r["best_cosine_adam_speedup_capped"]) == evaluate.speedup(
+            np.asarray(adam["steps"]), np.asarray(adam["losses"]), cosine["losses"][-1], r["budget"])
     # A no-op controller keeps LHOPT's defaults: the hyperparameters never move, and
     # the curve is the controller-off reference's.
     first = summary["results"][0]
@@ -98,6 +102,9 @@ def test_shrunken_evaluation_writes_results_plots_and_readme_table(tmp_path, mon
     assert again["speedup_range"] == [min(s["speedup_over_adam"] for s in seeds),
                                       max(s["speedup_over_adam"] for s in seeds)]
     assert again["lhopt_final_eval_loss"] == pytest.approx(np.mean([s["lhopt_final_eval_loss"] for s in seeds]))
+    best = f"{again['best_cosine_learning_rate']:g}"
+    assert again["best_cosine_adam_speedup_over_adam"] == pytest.approx(math.sqrt(
+        seeds[0]["cosine_adam_speedups_over_adam"][best][0] * seeds[1]["cosine_adam_speedups_over_adam"][best][0]))
     for s in seeds:  # every seed's LHOPT run is kept, not only the first's
         assert s["lhopt_curve"]["losses"][-1] == pytest.approx(s["lhopt_final_eval_loss"])
         assert len(s["lhopt_hyperparameters"]) == again["budget"] // 10
