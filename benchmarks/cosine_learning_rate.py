@@ -1,0 +1,95 @@
+"""A copy of a controller whose learning rate follows a cosine decay over the run.
+
+    python benchmarks/cosine_learning_rate.py --policy default --output_dir /work/runs/cosine
+    python benchmarks/validate_policies.py --policies /work/runs/cosine/* --processes 2   # choose on these
+    python -m training.evaluate --policy /work/runs/cosine/cosine_learning_rate --output_dir ...  # check held-out
+
+Writes two controllers:
+- cosine_learning_rate: every head acts as the policy decides except the learning rate, which
+  moves so that it is start * (1 + cos(pi * progress)) / 2 after each control step;
+- cosine_only: every other head held at its no-op too, i.e. LHOPT with a fixed cosine schedule
+  and nothing learned (the yardstick; benchmarks/schedule_headroom.py measures it held-out).
+
+Why: on the held-out tasks LHOPT's update under a cosine decay from its default 1e-2 is faster
+than with the default controller steering the rate (benchmarks/results/schedule_headroom.md),
+and the controller's own schedule barely depends on the task (feature_attribution_README.md).
+Progress comes from the observation (0 while LHOPT does not know its total steps: the rate
+then stays where it started). The previous control step's progress is kept as one extra slot
+of the recurrent state; the learning-rate head reports its no-op as its action, as a held head
+does (benchmarks/head_ablation.py).
+"""
+
+import argparse
+import math
+import pathlib
+import sys
+
+import head_ablation
+import tensorflow as tf
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import keras_lopt  # noqa: E402
+from keras_lopt import actions, features  # noqa: E402
+
+PROGRESS = features.FEATURE_NAMES.index("progress")
+LEARNING_RATE = [head.hyperparameter for head in actions.ACTION_HEADS].index("learning_rate")
+VARIANTS = {
+    "cosine_learning_rate": ("learning_rate",),
+    "cosine_only": head_ablation.HYPERPARAMETERS,
+}
+
+
+def cosine(progress):
+    return 0.5 * (1.0 + tf.cos(math.pi * tf.clip_by_value(progress, 0.0, 1.0)))
+
+
+class CosineLearningRate(tf.Module):
+    """`policy` with the `held` heads at their no-op and the learning rate moved along a cosine."""
+
+    def __init__(self, policy, held):
+        super().__init__()
+        self.base = head_ablation.HeldHeads(policy, held)
+        self.choices = [tf.constant(head.choices, tf.float32) for head in actions.ACTION_HEADS]
+
+    def __call__(self, observation, state):
+        progress, previous = observation[:, PROGRESS], state[:, -1]
+        action, policy_state = self.base(observation, state[:, :-1])
+        before, now = cosine(previous), cosine(progress)
+        # Past the end of the schedule (before = 0) the rate stays where it is.
+        learning_rate = tf.where(before > 1e-12, now / tf.maximum(before, 1e-12), 1.0)
+        amounts = [learning_rate if i == LEARNING_RATE else tf.gather(choices, action[:, i])
+                   for i, choices in enumerate(self.choices)]
+        return action, tf.concat([policy_state, progress[:, None]], 1), tf.stack(amounts, 1)
+
+
+def save(policy, variant, path):
+    copy = CosineLearningRate(policy, VARIANTS[variant])
+    source = copy.base.source
+    return keras_lopt.save_controller(
+        path,
+        copy,
+        state_size=source.state_size + 1,
+        name=pathlib.Path(path).name,
+        description=f"{source.name}, {variant}: the learning rate follows a cosine decay over the run "
+                    f"(benchmarks/cosine_learning_rate.py)",
+        extra={**source.metadata.get("extra", {}), "cosine_from": str(policy), "variant": variant},
+    )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policy", default="default", help='"default" or the path of a controller')
+    parser.add_argument("--output_dir", required=True, help="one controller directory per variant goes here")
+    args = parser.parse_args(argv)
+    for variant in VARIANTS:
+        path = pathlib.Path(args.output_dir) / variant
+        try:
+            save(args.policy, variant, path)
+        except ValueError as error:  # not a controller, or the target is taken: say so, without a traceback
+            sys.exit(str(error))
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
