@@ -20,8 +20,8 @@ def copies(tmp_path_factory):
 
 
 def _run(policy, total_steps=40, control_every=5):
-    spec = dataclasses.replace(tasks.sample_task(5, families=("tabular_mlp",)), control_steps=total_steps // control_every,
-                               control_every=control_every, batch_size=16)
+    spec = dataclasses.replace(tasks.sample_task(5, families=("tabular_mlp",)), batch_size=16,
+                               control_steps=total_steps // control_every, control_every=control_every)
     optimizer = keras_lopt.LHOPT(policy=policy, total_steps=total_steps, control_every=control_every)
     trajectory = []
     runner.TaskRun(tasks.build_task(spec), optimizer).run(
