@@ -59,12 +59,6 @@ def run_schedule(task, spec, shape, rate):
     return run.run(chunks=budget // spec.control_every, on_chunk=next_rate)
 
 
-def geometric_mean(values):
-    from training import evaluate
-
-    return evaluate.geometric_mean(values)
-
-
 def headroom(evaluation, cache_dir, task_names):
     import functools
 
@@ -100,7 +94,7 @@ def headroom(evaluation, cache_dir, task_names):
                                                   first_seed["no_controller_speedup_capped"]],
         })
     names = list(rows[0]["speedups"])
-    per_schedule = {key: geometric_mean([r["speedups"][key][0] for r in rows]) for key in names}
+    per_schedule = {key: evaluate.geometric_mean([r["speedups"][key][0] for r in rows]) for key in names}
     best_single = max(per_schedule, key=per_schedule.get)
     check = all(math.isclose(r["speedups"][schedule_name("constant", 1e-2)][0],
                              r["evaluation_controller_off_speedup"][0], rel_tol=1e-3, abs_tol=1e-3) for r in rows)
@@ -108,17 +102,15 @@ def headroom(evaluation, cache_dir, task_names):
         "rows": rows,
         "geometric_mean_per_schedule": per_schedule,
         "best_single_schedule": best_single,
-        "best_per_task_geometric_mean": geometric_mean([max(v[0] for v in r["speedups"].values()) for r in rows]),
-        "controller_geometric_mean": geometric_mean([r["controller_speedup"][0] for r in rows]),
+        "best_per_task_geometric_mean": evaluate.geometric_mean([max(v[0] for v in r["speedups"].values()) for r in rows]),
+        "controller_geometric_mean": evaluate.geometric_mean([r["controller_speedup"][0] for r in rows]),
         "constant_1e-2_reproduces_controller_off": check,
     }
 
 
-def _shown(value, capped):
-    return f">= {value:.2f}x" if capped else f"{value:.2f}x"
-
-
 def markdown(result):
+    from training.evaluate import _shown_speedup as _shown
+
     names = list(result["geometric_mean_per_schedule"])
     lines = [
         "# LHOPT's update under fixed learning-rate schedules, held-out tasks (first seed)",
