@@ -20,7 +20,6 @@ does (benchmarks/head_ablation.py).
 """
 
 import argparse
-import math
 import pathlib
 import sys
 
@@ -33,15 +32,10 @@ import keras_lopt  # noqa: E402
 from keras_lopt import actions, features  # noqa: E402
 
 PROGRESS = features.FEATURE_NAMES.index("progress")
-LEARNING_RATE = [head.hyperparameter for head in actions.ACTION_HEADS].index("learning_rate")
 VARIANTS = {
     "cosine_learning_rate": ("learning_rate",),
     "cosine_only": head_ablation.HYPERPARAMETERS,
 }
-
-
-def cosine(progress):
-    return 0.5 * (1.0 + tf.cos(math.pi * tf.clip_by_value(progress, 0.0, 1.0)))
 
 
 class CosineLearningRate(tf.Module):
@@ -50,17 +44,13 @@ class CosineLearningRate(tf.Module):
     def __init__(self, policy, held):
         super().__init__()
         self.base = head_ablation.HeldHeads(policy, held)
-        self.choices = [tf.constant(head.choices, tf.float32) for head in actions.ACTION_HEADS]
 
     def __call__(self, observation, state):
         progress, previous = observation[:, PROGRESS], state[:, -1]
         action, policy_state = self.base(observation, state[:, :-1])
-        before, now = cosine(previous), cosine(progress)
-        # Past the end of the schedule (before = 0) the rate stays where it is.
-        learning_rate = tf.where(before > 1e-12, now / tf.maximum(before, 1e-12), 1.0)
-        amounts = [learning_rate if i == LEARNING_RATE else tf.gather(choices, action[:, i])
-                   for i, choices in enumerate(self.choices)]
-        return action, tf.concat([policy_state, progress[:, None]], 1), tf.stack(amounts, 1)
+        # The learning-rate head is held at its no-op: the rate follows the cosine alone.
+        amounts = actions.scheduled_amounts(actions.chosen_amounts(action), previous, progress, "cosine")
+        return action, tf.concat([policy_state, progress[:, None]], 1), amounts
 
 
 def save(policy, variant, path):

@@ -5,6 +5,11 @@ head multiplies the hyperparameter's stored value (for betas, 1 - beta) by the
 chosen factor; the "logit_shift" head adds the chosen amount to the logit of
 the clip threshold. Results are clamped to the head's bounds, which apply to
 the stored value.
+
+A controller may also follow a learning-rate schedule: with "cosine" the
+learning rate is moved along start * (1 + cos(pi * progress)) / 2 at every
+control step and the learning-rate head's choice multiplies that, so its no-op
+means "follow the cosine" (`scheduled_amounts`).
 """
 
 import dataclasses
@@ -46,13 +51,16 @@ ACTION_HEADS = (
                (1 / (1 + math.exp(5.0)), 1 / (1 + math.exp(-5.0)))),
 )
 NOOP_ACTION = tuple(head.noop for head in ACTION_HEADS)
+LEARNING_RATE_HEAD = [head.hyperparameter for head in ACTION_HEADS].index("learning_rate")
+# "constant": the learning rate moves by the head's choices only; "cosine": see the module docstring.
+LEARNING_RATE_SCHEDULES = ("constant", "cosine")
 
 
 def chosen_amounts(action):
-    """Each head's chosen amount (see `apply_amounts`), float32 `[len(ACTION_HEADS)]`."""
+    """Each head's chosen amount (see `apply_amounts`), float32 `[..., len(ACTION_HEADS)]`."""
     action = tf.convert_to_tensor(action)
-    return tf.stack([tf.gather(tf.constant(head.choices, tf.float32), action[i])
-                     for i, head in enumerate(ACTION_HEADS)])
+    return tf.stack([tf.gather(tf.constant(head.choices, tf.float32), action[..., i])
+                     for i, head in enumerate(ACTION_HEADS)], axis=-1)
 
 
 def apply_amounts(stored, amounts):
@@ -79,6 +87,35 @@ def apply_amounts(stored, amounts):
             value = tf.sigmoid(logit(value) + amounts[i])
         moved[head.hyperparameter] = tf.clip_by_value(value, *head.bounds)
     return moved
+
+
+def cosine(progress):
+    """(1 + cos(pi * progress)) / 2, with progress clipped to [0, 1]."""
+    return 0.5 * (1.0 + tf.cos(math.pi * tf.clip_by_value(progress, 0.0, 1.0)))
+
+
+def scheduled_amounts(amounts, previous_progress, progress, schedule="cosine"):
+    """`amounts` with the learning-rate factor that follows `schedule` from
+    `previous_progress` to `progress` multiplied in.
+
+    Progress is the observation's (0 while the run's length is unknown, so the
+    rate then stays put). Past the end of the cosine (0 at `previous_progress`)
+    the rate stays where it is. Works on one control step (`[heads]`) or a batch
+    (`[batch, heads]`, progress `[batch]`).
+    """
+    check_learning_rate_schedule(schedule)
+    amounts = tf.convert_to_tensor(amounts, tf.float32)
+    if schedule == "constant":
+        return amounts
+    before, now = cosine(previous_progress), cosine(progress)
+    factor = tf.where(before > 1e-12, now / tf.maximum(before, 1e-12), 1.0)
+    is_learning_rate = tf.equal(tf.range(len(ACTION_HEADS)), LEARNING_RATE_HEAD)
+    return tf.where(is_learning_rate, amounts * factor[..., None], amounts)
+
+
+def check_learning_rate_schedule(schedule):
+    if schedule not in LEARNING_RATE_SCHEDULES:
+        raise ValueError(f"The learning-rate schedule must be one of {LEARNING_RATE_SCHEDULES}; got {schedule!r}.")
 
 
 def check_action(action):

@@ -540,19 +540,25 @@ class LHOPT(keras.optimizers.Optimizer):
         for name, value in values.items():
             variables[name].assign(_stored_value(name, value))
 
-    def apply_action(self, action):
+    def apply_action(self, action, amounts=None):
         """Moves the hyperparameters by one controller action.
 
         Args:
             action: ints of shape `[len(keras_lopt.actions.ACTION_HEADS)]`,
                 one choice per head (see `keras_lopt.actions`). Works eagerly
                 and inside a compiled function.
+            amounts: optional float32 `[len(ACTION_HEADS)]` to move by instead
+                of the action's choices (as a controller with an "amount"
+                output does, e.g. `keras_lopt.actions.scheduled_amounts`);
+                the action is then only recorded for the next observation.
         """
         if not tf.is_tensor(action):
             actions.check_action(action)
         action = tf.cast(action, tf.int32)
+        if amounts is None:
+            amounts = actions.chosen_amounts(action)
         stored = {name: tf.convert_to_tensor(v) for name, v in self._hyperparameter_variables.items()}
-        moved = self._moved(stored, actions.chosen_amounts(action))
+        moved = self._moved(stored, amounts)
         for name, value in moved.items():
             self._hyperparameter_variables[name].assign(value)
         if self.controller_on:

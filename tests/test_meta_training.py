@@ -343,3 +343,67 @@ def test_environment_task_return_baseline_shapes_rewards_by_the_tasks_recent_ret
         environment.LHOPTEnvironment(task_seeds=(3,), task_return_baseline=4)
     with pytest.raises(ValueError, match="whole number"):
         environment.LHOPTEnvironment(task_seeds=(3,), stats_path=stats, task_return_baseline=-1)
+
+
+def test_cosine_schedule_moves_the_learning_rate_alike_in_training_and_in_the_exported_controller(tmp_path):
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import math
+
+    import keras_lopt
+    from keras_lopt import actions
+    from training import environment
+
+    env = environment.LHOPTEnvironment(
+        seed=1, task_seeds=(3,), families=("quadratic",), min_steps=30, max_steps=40,
+        baseline_dir=tmp_path / "baselines", default_start_probability=1.0, learning_rate_schedule="cosine",
+    )
+    time_step, trained = env.reset(), []
+    while not time_step.is_last():
+        time_step = env.step(tuple(np.int32(a) for a in actions.NOOP_ACTION))
+        trained.append(env._episode["prepared"].run.optimizer.hyperparameters["learning_rate"])
+    spec = env._episode["spec"]
+    start = keras_lopt.lhopt.DEFAULTS["learning_rate"]
+    cosine = [max(start * 0.5 * (1 + math.cos(math.pi * k / spec.control_steps)), 1e-8)
+              for k in range(1, spec.control_steps + 1)]
+    # No-op actions follow the cosine (the action after the last control step is never taken).
+    assert trained == pytest.approx(cosine[:-1], rel=1e-5)
+    with pytest.raises(ValueError, match="learning-rate schedule must be one of"):
+        environment.LHOPTEnvironment(task_seeds=(3,), learning_rate_schedule="linear")
+
+    # A fresh (no-op-biased) policy exported with the schedule moves LHOPT the same way; and a warm
+    # start can keep a head's fresh initialisation. In a process of its own: TF-Agents needs Keras 2.
+    script = f"""
+from training import agent as agent_lib, export, runner, tasks, train  # first: selects Keras 2 for TF-Agents
+import numpy as np, pytest, tensorflow as tf, keras_lopt
+train.parse_gin([], ["create_networks.input_fc=(32,)", "create_networks.lstm_units=16",
+                     "create_networks.output_fc=(32,)"])
+specs = train.time_step_and_action_specs()
+agent = agent_lib.create_agent(*specs, train_step_counter=tf.Variable(0, dtype=tf.int64))
+path = export.save_policy(agent, {str(tmp_path / "cosine")!r}, "cosine", {{"iterations": 0}},
+                          learning_rate_schedule="cosine")
+controller = keras_lopt.Controller.load(str(path))
+assert controller.state_size == 2 * 16 + 1 and controller.metadata["extra"]["learning_rate_schedule"] == "cosine"
+spec = tasks.sample_task(3, families=("quadratic",), min_steps=30, max_steps=40)
+assert spec.key == {spec.key!r}
+optimizer = keras_lopt.LHOPT(policy=str(path), total_steps=spec.total_steps, control_every=spec.control_every)
+deployed = []
+runner.TaskRun(tasks.build_task(spec), optimizer).run(
+    on_chunk=lambda run: deployed.append(run.optimizer.hyperparameters["learning_rate"]))
+assert deployed == pytest.approx({cosine!r}, rel=1e-5), deployed
+
+train.parse_gin([], ["create_networks.input_fc=(256,)", "create_networks.lstm_units=256",
+                     "create_networks.output_fc=(256,)"])
+agent = agent_lib.create_agent(*specs, train_step_counter=tf.Variable(0, dtype=tf.int64))
+logits = [v for v in agent.actor_net.variables if "/logits/" in v.name]
+fresh = [v.numpy() for v in logits]
+train.warm_start(agent, "default", fresh_heads=("learning_rate",))
+np.testing.assert_array_equal(logits[0].numpy(), fresh[0])  # the learning-rate head's kernel and bias
+np.testing.assert_array_equal(logits[1].numpy(), fresh[1])
+assert not np.array_equal(logits[3].numpy(), fresh[3])  # the next head's bias: copied
+with pytest.raises(ValueError, match="fresh heads must be"):
+    train.warm_start(agent, "default", fresh_heads=("momentum",))
+print("cosine export ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0 and "cosine export ok" in result.stdout, result.stderr[-4000:]

@@ -58,6 +58,7 @@ from training import baselines, reward, runner, tasks  # noqa: E402
 CRITIC_EXTRAS = ("log_speedup", "progress", "log_control_every") + tuple(f"family_{f}" for f in tasks.FAMILIES)
 CRITIC_SIZE = len(features.CRITIC_FEATURE_NAMES) + len(CRITIC_EXTRAS)
 _RAW_LOSSES = [features.CRITIC_FEATURE_NAMES.index(name) for name in ("train_loss", "val_loss")]
+_PROGRESS = features.FEATURE_NAMES.index("progress")
 
 
 def _bounded(values, limit=1e3):
@@ -143,14 +144,21 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
         task_return_baseline: if > 0, rewards are shaped by the mean return of
             the last this many episodes of the same task and kind of start
             (see the module docstring); needs `stats_path`.
+        learning_rate_schedule: "constant" (the learning rate moves by the
+            head's choices) or "cosine": it follows a cosine decay over the
+            episode and the head's choice multiplies that
+            (`keras_lopt.actions.scheduled_amounts`, as the exported
+            controller then does).
     """
 
     def __init__(self, seed=0, task_seeds=range(256), families=tasks.FAMILIES, min_steps=tasks.MIN_STEPS,
                  max_steps=tasks.MAX_STEPS, baseline_dir=None, stats_path=None, max_cached_runs=8, warm_up=False,
                  worker=(0, 1), default_start_probability=0.0, balance_families=False,
                  min_control_steps=tasks.MIN_CONTROL_STEPS, max_control_steps=tasks.MAX_CONTROL_STEPS,
-                 long_task_seeds=(), task_return_baseline=0):
+                 long_task_seeds=(), task_return_baseline=0, learning_rate_schedule="constant"):
         super().__init__(handle_auto_reset=True)
+        actions.check_learning_rate_schedule(learning_rate_schedule)
+        self._learning_rate_schedule = learning_rate_schedule
         self._rng = np.random.default_rng(seed)
         task_seeds = list(task_seeds)  # any iterable, read once
         if not task_seeds:
@@ -299,6 +307,7 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
             "spec": spec, "prepared": prepared, "baseline": baseline, "start": start, "control_step": 0,
             "inner_seconds": 0.0, "compile_seconds": 0.0, "eval_seconds": 0.0,
             "baseline_seconds": baseline_seconds, "return": 0.0, "previous": 0.0,
+            "previous_progress": 0.0,  # where the learning-rate schedule was last moved to
         }
         loss = self._train_chunk()
         return ts.restart(self._observation(self._log_speedup(loss)))
@@ -310,7 +319,11 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
             actions.check_action(action)
         except ValueError as error:
             raise ValueError(f"Invalid action: {error} A policy samples out of range when its logits are NaN.") from None
-        episode["prepared"].apply_action(tf.constant(action))
+        progress = float(episode["prepared"].run.optimizer.observation[_PROGRESS])
+        amounts = actions.scheduled_amounts(actions.chosen_amounts(action), episode["previous_progress"], progress,
+                                            self._learning_rate_schedule)
+        episode["previous_progress"] = progress
+        episode["prepared"].apply_action(tf.constant(action), amounts)
         loss = self._train_chunk()
         speedup = self._log_speedup(loss)
         gain = speedup - episode["previous"]

@@ -45,7 +45,7 @@ from tf_agents.specs import tensor_spec  # noqa: E402
 from tf_agents.trajectories import time_step as ts  # noqa: E402
 from tf_agents.utils import common  # noqa: E402
 
-from keras_lopt import features  # noqa: E402
+from keras_lopt import actions, features  # noqa: E402
 from training import agent as agent_lib  # noqa: E402
 from training import environment, tasks  # noqa: E402
 
@@ -101,7 +101,7 @@ class SettingError(ValueError):
     """A train_eval setting (gin binding) that cannot work; found before any worker starts."""
 
 
-def warm_start(agent, policy, logit_scale=1.0):
+def warm_start(agent, policy, logit_scale=1.0, fresh_heads=()):
     """Sets `agent`'s policy variables (actor, value network, observation normaliser)
     to those of an exported policy ("default" or a directory from training.export).
 
@@ -109,8 +109,14 @@ def warm_start(agent, policy, logit_scale=1.0):
     kernel and bias), i.e. divides the policy's temperature: above 1 the
     sampled policy moves closer to its mode, which the deployed controller
     takes, while the mode itself stays the same.
+
+    `fresh_heads` names action heads (hyperparameters) whose output layer is
+    not copied but keeps `agent`'s fresh, no-op-biased initialisation: for a
+    head whose meaning changed (e.g. the learning rate's, when the run follows
+    a learning-rate schedule the policy was not trained with).
     """
     check_logit_scale(logit_scale)
+    check_fresh_heads(fresh_heads)
     import tensorflow_probability  # noqa: F401  (registers the ops a PolicySaver export uses)
 
     directory = tf_agents_policy_directory(policy)
@@ -122,11 +128,32 @@ def warm_start(agent, policy, logit_scale=1.0):
             f"{len(target)}, or different shapes): it was trained with other network sizes (create_networks) "
             f"or another feature, action or critic spec."
         )
+    logits = [v for v in agent.actor_net.variables if f"/{agent_lib.LOGITS_LAYER}/" in v.name]
+    # Two per head (kernel, bias), in the heads' order.
+    fresh = {v.ref() for i, head in enumerate(actions.ACTION_HEADS) if head.hyperparameter in fresh_heads
+             for v in logits[2 * i: 2 * i + 2]}
     for variable, value in zip(target, source):
-        variable.assign(value)
-    for variable in agent.actor_net.variables:
-        if f"/{agent_lib.LOGITS_LAYER}/" in variable.name:
+        if variable.ref() not in fresh:
+            variable.assign(value)
+    for variable in logits:
+        if variable.ref() not in fresh:
             variable.assign(variable * logit_scale)
+
+
+def run_learning_rate_schedule(root_dir):
+    """The learning-rate schedule the run in `root_dir` trains with (its startup
+    records; "constant" for runs from before it was recorded), None for no run yet."""
+    path = pathlib.Path(root_dir) / "startup.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return records[-1].get("learning_rate_schedule", "constant") if records else None
+
+
+def check_fresh_heads(fresh_heads):
+    names = [head.hyperparameter for head in actions.ACTION_HEADS]
+    unknown = [name for name in fresh_heads if name not in names]
+    if unknown or isinstance(fresh_heads, str):
+        raise ValueError(f"fresh heads must be a tuple of action heads' hyperparameters ({', '.join(names)}); "
+                         f"got {fresh_heads!r}.")
 
 
 def _format_seconds(seconds):
@@ -172,7 +199,7 @@ def _write_summaries(records, trajectories, step):
                 tf.summary.scalar(f"hyperparameter_trajectories/{name}_at_end", late.mean(), step=step)
 
 
-def _export_snapshot(agent, root, iteration, episodes):
+def _export_snapshot(agent, root, iteration, episodes, learning_rate_schedule):
     from training import export  # export imports this module
 
     name = f"iteration_{iteration:05d}"
@@ -182,7 +209,8 @@ def _export_snapshot(agent, root, iteration, episodes):
     # Written beside and renamed, so a run killed mid-export leaves no partial snapshot.
     partial = target.with_name(f".{name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    export.save_policy(agent, partial, name, export.training_record(agent, iteration, episodes, root))
+    export.save_policy(agent, partial, name, export.training_record(agent, iteration, episodes, root),
+                       learning_rate_schedule=learning_rate_schedule)
     partial.rename(target)
 
 
@@ -211,6 +239,8 @@ def train_eval(
     init_policy=None,
     init_logit_scale=1.0,
     task_return_baseline=0,
+    learning_rate_schedule="constant",
+    init_fresh_heads=(),
     log=print,
 ):
     """Runs (or resumes) meta-training in `root_dir`; returns the last progress line.
@@ -221,14 +251,25 @@ def train_eval(
     `long_task_seeds`), with the seeds after the `task_pool_size` ones.
     `task_return_baseline`: shape rewards by the mean return of each task's latest this many
     episodes (`environment.LHOPTEnvironment`); 0 leaves them unshaped.
+    `learning_rate_schedule`: "constant", or "cosine" for a policy whose learning-rate head moves
+    the rate relative to a cosine decay over the run (`keras_lopt.actions.scheduled_amounts`);
+    its exported controllers follow the same schedule.
+    `init_fresh_heads`: heads of `init_policy` not copied (`warm_start`'s `fresh_heads`).
     """
     try:  # wrong settings fail now, not in a worker process or after the workers' warm-up
         tasks.check_control_steps_range(min_control_steps, max_control_steps)
         if init_policy:
             tf_agents_policy_directory(init_policy)
             check_logit_scale(init_logit_scale)
-        elif init_logit_scale != 1:
-            raise ValueError("init_logit_scale scales the logits of init_policy; set init_policy too.")
+        elif init_logit_scale != 1 or init_fresh_heads:
+            raise ValueError("init_logit_scale and init_fresh_heads change how init_policy is copied; "
+                             "set init_policy too.")
+        check_fresh_heads(init_fresh_heads)
+        actions.check_learning_rate_schedule(learning_rate_schedule)
+        earlier = run_learning_rate_schedule(root_dir)
+        if earlier not in (None, learning_rate_schedule):
+            raise ValueError(f"The run in {root_dir} trains with learning_rate_schedule={earlier!r}; resume it with "
+                             f"that (got {learning_rate_schedule!r}), or start a new run in another directory.")
     except ValueError as error:
         raise SettingError(str(error)) from None
     root = pathlib.Path(root_dir).resolve()
@@ -243,7 +284,8 @@ def train_eval(
     task_seeds = tuple(range(first_task_seed, first_task_seed + task_pool_size))
     long_first_seed = first_task_seed + task_pool_size
     long_task_seeds = tuple(range(long_first_seed, long_first_seed + long_run_pool_size))
-    startup = {"start": start_index}
+    # training.export reads the schedule from here: a controller must follow the one it was trained with.
+    startup = {"start": start_index, "learning_rate_schedule": learning_rate_schedule}
 
     constructors = [
         functools.partial(
@@ -264,6 +306,7 @@ def train_eval(
             default_start_probability=default_start_probability,
             balance_families=balance_families,
             task_return_baseline=task_return_baseline,
+            learning_rate_schedule=learning_rate_schedule,
         )
         for index in range(num_parallel_environments)
     ]
@@ -282,9 +325,10 @@ def train_eval(
     if init_policy and checkpointer.checkpoint_exists:
         log(f"Resuming from the checkpoint in {root / 'train'}; init_policy={init_policy!r} is not used.")
     elif init_policy:
-        warm_start(agent, init_policy, init_logit_scale)
+        warm_start(agent, init_policy, init_logit_scale, init_fresh_heads)
         log(f"Starting from the policy {init_policy!r}" + (
-            f", its logits scaled by {init_logit_scale}." if init_logit_scale != 1 else "."))
+            f", its logits scaled by {init_logit_scale}" if init_logit_scale != 1 else "") + (
+            f", heads {', '.join(init_fresh_heads)} fresh" if init_fresh_heads else "") + ".")
     replay_buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
         agent.collect_data_spec,
         batch_size=tf_env.batch_size,
@@ -342,7 +386,7 @@ def train_eval(
                 if step % checkpoint_interval == 0 or step == num_iterations:
                     checkpointer.save(global_step=step)
                 if export_interval and step % export_interval == 0:
-                    _export_snapshot(agent, root, step, int(episode_count.numpy()))
+                    _export_snapshot(agent, root, step, int(episode_count.numpy()), learning_rate_schedule)
                 line = _progress_line(step, num_iterations, int(episode_count.numpy()), records, elapsed, inner_share)
                 log(line)
                 with open(root / "progress.jsonl", "a") as f:
