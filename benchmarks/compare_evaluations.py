@@ -11,10 +11,11 @@ the geometric means and issue 6's three goals as each evaluation.json records th
 import argparse
 import json
 import pathlib
+import sys
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-def _shown(value, capped):
-    return f">= {value:.2f}x" if capped else f"{value:.2f}x"
+from training import reward  # noqa: E402  (NumPy only: no TensorFlow for a JSON-only script)
 
 
 def table(evaluations, names):
@@ -24,7 +25,7 @@ def table(evaluations, names):
             raise ValueError(f"{name} has other tasks than {names[0]}: compare evaluations of the same tasks.")
     lines = ["| task | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for i, task in enumerate(tasks):
-        cells = [f"{_shown(e['results'][i]['speedup_over_adam'], e['results'][i]['speedup_capped'])}, "
+        cells = [f"{reward.shown_speedup(e['results'][i]['speedup_over_adam'], e['results'][i]['speedup_capped'])}, "
                  f"{e['results'][i]['final_loss_ratio_to_best_cosine']:.3f}" for e in evaluations]
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
     lines.append("| **geometric mean** | " + " | ".join(f"**{e['geometric_mean_speedup']:.2f}x**" for e in evaluations)

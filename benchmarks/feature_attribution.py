@@ -118,14 +118,7 @@ def replay(controller, optimizer, observations, own):
     learning_rates, replayed = [], []
     for observation in observations:
         observation = observation.copy()
-        relative = []
-        for head in actions.ACTION_HEADS:
-            now, start = stored[head.hyperparameter], initial[head.hyperparameter]
-            if head.kind == "logit_shift":
-                relative.append(actions.logit(now) - actions.logit(start))
-            else:
-                relative.append(features.safe_log(now) - features.safe_log(start))
-        relative = tf.stack(relative)
+        relative = tf.stack(list(features.relative_to_start(stored, initial).values()))
         cdf, history = features.history_cdf(relative, history)
         observation[raw_index] = relative.numpy()
         observation[cdf_index] = cdf.numpy().reshape(-1)

@@ -109,7 +109,7 @@ def headroom(evaluation, cache_dir, task_names):
 
 
 def markdown(result):
-    from training.evaluate import _shown_speedup as _shown
+    from training.reward import shown_speedup
 
     names = list(result["geometric_mean_per_schedule"])
     lines = [
@@ -126,8 +126,8 @@ def markdown(result):
     ]
     for r in result["rows"]:
         best = max(r["speedups"], key=lambda k: r["speedups"][k][0])
-        lines.append(f"| {r['task']} | " + " | ".join(_shown(*r["speedups"][k]) for k in names)
-                     + f" | {_shown(*r['speedups'][best])} ({best}) | {_shown(*r['controller_speedup'])} |")
+        lines.append(f"| {r['task']} | " + " | ".join(shown_speedup(*r["speedups"][k]) for k in names)
+                     + f" | {shown_speedup(*r['speedups'][best])} ({best}) | {shown_speedup(*r['controller_speedup'])} |")
     means = [f"{result['geometric_mean_per_schedule'][k]:.2f}x" for k in names]
     lines.append("| **geometric mean** | " + " | ".join(means)
                  + f" | **{result['best_per_task_geometric_mean']:.2f}x** "

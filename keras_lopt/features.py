@@ -21,7 +21,7 @@ import math
 
 import tensorflow as tf
 
-from keras_lopt.actions import ACTION_HEADS
+from keras_lopt.actions import ACTION_HEADS, logit
 
 HISTORY_HORIZONS = (1.25, 2.5, 5.0, 10.0, 20.0)
 HISTORY_DECAYS = tuple(math.exp(-1.0 / h) for h in HISTORY_HORIZONS)
@@ -167,6 +167,20 @@ _LOG_RATIO_LIMIT = 20.0
 
 def safe_log(x):
     return tf.math.log(tf.maximum(x, _LOG_FLOOR))
+
+
+def relative_to_start(stored, start):
+    """The `*_log_relative` inputs, by name: each head's stored hyperparameter
+    relative to its start (log ratio; for the clip threshold, the difference
+    of logits, the space its head moves in)."""
+    relative = {}
+    for head in ACTION_HEADS:
+        now, then = stored[head.hyperparameter], start[head.hyperparameter]
+        if head.kind == "logit_shift":
+            relative[f"{head.hyperparameter}_log_relative"] = logit(now) - logit(then)
+        else:
+            relative[f"{head.hyperparameter}_log_relative"] = safe_log(now) - safe_log(then)
+    return relative
 
 
 def _log_ratio(numerator, denominator):

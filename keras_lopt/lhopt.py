@@ -752,14 +752,8 @@ class LHOPT(keras.optimizers.Optimizer):
         raw["parameter_norm_log_ratio"] = squashed_ratio(parameter_norm, current["previous_parameter_norm"])
         raw["train_loss"] = loss
         stored = {name: current[name] for name in HYPERPARAMETERS}
-        for head in actions.ACTION_HEADS:
-            name = head.hyperparameter
-            initial = tf.convert_to_tensor(self._reference_hyperparameters[name])
-            if head.kind == "logit_shift":
-                relative = actions.logit(stored[name]) - actions.logit(initial)
-            else:
-                relative = features.safe_log(stored[name]) - features.safe_log(initial)
-            raw[f"{name}_log_relative"] = relative
+        start = {name: tf.convert_to_tensor(v) for name, v in self._reference_hyperparameters.items()}
+        raw.update(features.relative_to_start(stored, start))
 
         total_steps = tf.convert_to_tensor(self._total_steps_variable)
         steps = tf.cast(count, tf.float32)

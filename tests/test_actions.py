@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import keras_lopt
-from keras_lopt import LHOPT
+from keras_lopt import LHOPT, actions
 from keras_lopt.actions import ACTION_HEADS, NOOP_ACTION
 
 
@@ -141,3 +141,21 @@ def test_amounts_between_the_choices_move_and_clamp():
     by_action = keras_lopt.actions.apply_amounts(stored, keras_lopt.actions.chosen_amounts(action))
     by_amounts = keras_lopt.actions.apply_amounts(stored, [h.choices[-1] for h in ACTION_HEADS])
     assert {k: float(v) for k, v in by_action.items()} == {k: float(v) for k, v in by_amounts.items()}
+
+
+def test_scheduled_amounts_follow_the_cosine_and_multiply_the_learning_rate_heads_move():
+    amounts = actions.chosen_amounts(actions.NOOP_ACTION)
+    np.testing.assert_array_equal(actions.scheduled_amounts(amounts, 0.0, 0.5, "constant"), amounts)
+    half = actions.scheduled_amounts(amounts, 0.0, 0.5).numpy()
+    lr = actions.LEARNING_RATE_HEAD
+    assert half[lr] == pytest.approx(0.5) and np.delete(half, lr).tolist() == np.delete(amounts, lr).tolist()
+    doubled = list(actions.NOOP_ACTION)
+    doubled[lr] = actions.ACTION_HEADS[lr].choices.index(2.0)
+    moved = actions.scheduled_amounts(actions.chosen_amounts(doubled), 0.5, 0.75).numpy()
+    assert moved[lr] == pytest.approx(2.0 * (1 + math.cos(0.75 * math.pi)) / (1 + math.cos(0.5 * math.pi)))
+    # Batched; past the end (cosine 0 before) and with no progress known the rate stays put.
+    batch = actions.scheduled_amounts(tf.stack([amounts] * 3), tf.constant([1.0, 0.0, 0.2]),
+                                      tf.constant([1.0, 0.0, 0.2])).numpy()
+    np.testing.assert_allclose(batch[:, lr], 1.0)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        actions.scheduled_amounts(amounts, 0.0, 0.5, "linear")

@@ -45,7 +45,7 @@ import time
 import numpy as np
 
 from keras_lopt.lhopt import _ONE_MINUS, AUTO_CONTROL_STEPS, _stored_value
-from training import runner, tasks
+from training import reward, runner, tasks
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 RESULTS_DIR = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "evaluation"
@@ -298,13 +298,9 @@ def _plot(result, directory):
     return path.name
 
 
-def _shown_speedup(value, capped):
-    return f">= {value:.2f}x" if capped else f"{value:.2f}x"
-
-
 def _speedup_cell(result):
     low, high = result["speedup_range"]
-    shown = _shown_speedup(result["speedup_over_adam"], result["speedup_capped"])
+    shown = reward.shown_speedup(result["speedup_over_adam"], result["speedup_capped"])
     return shown if len(result["seeds"]) == 1 else f"{shown} ({low:.2f}-{high:.2f})"
 
 
@@ -321,8 +317,8 @@ def markdown_table(results, geometric_mean, no_controller_geometric_mean, best_c
             f"{r['lhopt_final_eval_loss']:.4g} | "
             f"{r['best_cosine_adam_final_eval_loss']:.4g} ({r['best_cosine_learning_rate']:g}) | "
             f"{r['final_loss_ratio_to_best_cosine']:.3f} | "
-            f"{_shown_speedup(r['best_cosine_adam_speedup_over_adam'], r['best_cosine_adam_speedup_capped'])} | "
-            f"{_shown_speedup(r['no_controller_speedup_over_adam'], r['no_controller_speedup_capped'])} |"
+            f"{reward.shown_speedup(r['best_cosine_adam_speedup_over_adam'], r['best_cosine_adam_speedup_capped'])} | "
+            f"{reward.shown_speedup(r['no_controller_speedup_over_adam'], r['no_controller_speedup_capped'])} |"
         )
     lines.append(f"| **geometric mean** | | | **{geometric_mean:.2f}x** | | | | {best_cosine_geometric_mean:.2f}x "
                  f"| {no_controller_geometric_mean:.2f}x |")

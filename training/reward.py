@@ -30,6 +30,11 @@ SCALE = (f"0 = Adam's pace, -{CLIP:g} floor, +{MAX_LOG_SPEEDUP:.2f} = log {MAX_E
          f"can reach, since Adam's curve is extrapolated to at most {MAX_EXTRAPOLATION:g}x its budget")
 
 
+def shown_speedup(speedup, capped):
+    """A speedup as results tables show it: ">= " when it reached the cap (MAX_EXTRAPOLATION)."""
+    return f">= {speedup:.2f}x" if capped else f"{speedup:.2f}x"
+
+
 @dataclasses.dataclass(frozen=True)
 class PowerLaw:
     """L(t) = c + a * (1 + t / tau) ** (-alpha), fitted up to step `horizon`."""
