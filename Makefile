@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/python examples/compare_with_adam.py --output-dir demo_output
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q --durations=15
 
 test-slow: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -m slow
