@@ -24,41 +24,25 @@ import pathlib
 import sys
 
 import head_ablation
-import tensorflow as tf
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import keras_lopt  # noqa: E402
-from keras_lopt import actions, features  # noqa: E402
 
-PROGRESS = features.FEATURE_NAMES.index("progress")
+
 VARIANTS = {
     "cosine_learning_rate": ("learning_rate",),
     "cosine_only": head_ablation.HYPERPARAMETERS,
 }
 
 
-class CosineLearningRate(tf.Module):
-    """`policy` with the `held` heads at their no-op and the learning rate moved along a cosine."""
-
-    def __init__(self, policy, held):
-        super().__init__()
-        self.base = head_ablation.HeldHeads(policy, held)
-
-    def __call__(self, observation, state):
-        progress, previous = observation[:, PROGRESS], state[:, -1]
-        action, policy_state = self.base(observation, state[:, :-1])
-        # The learning-rate head is held at its no-op: the rate follows the cosine alone.
-        amounts = actions.scheduled_amounts(actions.chosen_amounts(action), previous, progress, "cosine")
-        return action, tf.concat([policy_state, progress[:, None]], 1), amounts
-
-
 def save(policy, variant, path):
-    copy = CosineLearningRate(policy, VARIANTS[variant])
-    source = copy.base.source
+    # The held learning-rate head reports its no-op: the rate follows the cosine alone.
+    base = head_ablation.HeldHeads(policy, VARIANTS[variant])
+    source = base.source
     return keras_lopt.save_controller(
         path,
-        copy,
+        keras_lopt.controller.ScheduledLearningRate(base, "cosine"),
         state_size=source.state_size + 1,
         name=pathlib.Path(path).name,
         description=f"{source.name}, {variant}: the learning rate follows a cosine decay over the run "

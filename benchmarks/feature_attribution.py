@@ -145,7 +145,7 @@ def attribute(recordings, controller, groups, own):
     """The checks, the progress counterfactuals per task and the swaps per recipient/donor pair."""
     from keras_lopt import features
 
-    progress = features.FEATURE_NAMES.index("progress")
+    progress = features.PROGRESS
     known = features.FEATURE_NAMES.index("total_steps_known")
     checks, progress_rows, pairs = [], [], []
     for name, r in recordings.items():

@@ -114,6 +114,26 @@ def save_controller(path, act, *, state_size=0, name=None, description="", extra
     return metadata
 
 
+class ScheduledLearningRate(tf.Module):
+    """A controller `act` whose learning rate also follows `schedule`
+    (`keras_lopt.actions.scheduled_amounts`): it outputs amounts, and keeps the
+    previous control step's progress as one more, last, state slot (so its
+    `state_size` is `act`'s plus one)."""
+
+    def __init__(self, act, schedule):
+        super().__init__()
+        actions.check_learning_rate_schedule(schedule)
+        self.act = act
+        self.schedule = schedule
+
+    def __call__(self, observation, state):
+        progress = observation[:, features.PROGRESS]
+        action, new_state, *amounts = self.act(observation, state[:, :-1])
+        amounts = amounts[0] if amounts else actions.chosen_amounts(action)
+        amounts = actions.scheduled_amounts(amounts, state[:, -1], progress, self.schedule)
+        return action, tf.concat([new_state, progress[:, None]], axis=-1), amounts
+
+
 def check_spec(metadata, source):
     """Raises one `ValueError` listing every way `metadata` differs from this optimizer's spec."""
     if metadata.get("format") != FORMAT or metadata.get("format_version") != FORMAT_VERSION:

@@ -169,6 +169,9 @@ def safe_log(x):
     return tf.math.log(tf.maximum(x, _LOG_FLOOR))
 
 
+PROGRESS = FEATURE_NAMES.index("progress")
+
+
 def relative_to_start(stored, start):
     """The `*_log_relative` inputs, by name: each head's stored hyperparameter
     relative to its start (log ratio; for the clip threshold, the difference

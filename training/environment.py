@@ -58,7 +58,6 @@ from training import baselines, reward, runner, tasks  # noqa: E402
 CRITIC_EXTRAS = ("log_speedup", "progress", "log_control_every") + tuple(f"family_{f}" for f in tasks.FAMILIES)
 CRITIC_SIZE = len(features.CRITIC_FEATURE_NAMES) + len(CRITIC_EXTRAS)
 _RAW_LOSSES = [features.CRITIC_FEATURE_NAMES.index(name) for name in ("train_loss", "val_loss")]
-_PROGRESS = features.FEATURE_NAMES.index("progress")
 
 
 def _bounded(values, limit=1e3):
@@ -319,7 +318,7 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
             actions.check_action(action)
         except ValueError as error:
             raise ValueError(f"Invalid action: {error} A policy samples out of range when its logits are NaN.") from None
-        progress = float(episode["prepared"].run.optimizer.observation[_PROGRESS])
+        progress = float(episode["prepared"].run.optimizer.observation[features.PROGRESS])
         amounts = actions.scheduled_amounts(actions.chosen_amounts(action), episode["previous_progress"], progress,
                                             self._learning_rate_schedule)
         episode["previous_progress"] = progress

@@ -39,7 +39,7 @@ from tf_agents.policies import policy_saver  # noqa: E402
 from tf_agents.trajectories import time_step as ts  # noqa: E402
 
 import keras_lopt  # noqa: E402
-from keras_lopt import actions, features  # noqa: E402
+from keras_lopt import actions  # noqa: E402
 from training import agent as agent_lib, environment, train  # noqa: E402
 
 SAVED_POLICIES = pathlib.Path(__file__).resolve().parents[1] / "saved_policies"
@@ -62,39 +62,21 @@ class GreedyActor(tf.Module):
     (kept in the recurrent state), so a run is repeatable. Meta-training samples,
     so the mode can sit on the no-op while most probability is on moving one way.
 
-    With `learning_rate_schedule="cosine"` (a policy meta-trained so) the
-    learning rate follows a cosine decay and the learning-rate head's move
-    multiplies it (`keras_lopt.actions.scheduled_amounts`, as in training):
-    the controller then always outputs amounts.
-
     The recurrent state is the actor's (h, c) concatenated (then the control
-    step's index, for "sampled"; then the previous control step's progress,
-    for "cosine"); zeros start an episode, as in LHOPT.
+    step's index, for "sampled"); zeros start an episode, as in LHOPT.
     """
 
-    def __init__(self, agent, moves="mode", learning_rate_schedule="constant"):
+    def __init__(self, agent, moves="mode"):
         super().__init__(name="greedy_actor")
         if moves not in MOVES:
             raise ValueError(f"moves must be one of {MOVES}; got {moves!r}.")
         self.actor = agent.actor_net
         self.normalizer = agent._observation_normalizer  # the agent's running statistics
         self.units = sum(int(s.shape[0]) for s in tf.nest.flatten(self.actor.state_spec))
-        actions.check_learning_rate_schedule(learning_rate_schedule)
         self.moves = moves
-        self.learning_rate_schedule = learning_rate_schedule
-        self.state_size = self.units + (moves == "sampled") + (learning_rate_schedule == "cosine")
+        self.state_size = self.units + (moves == "sampled")
 
     def __call__(self, observation, state):
-        if self.learning_rate_schedule == "constant":
-            return self._act(observation, state)
-        # The previous control step's progress is the last state slot.
-        progress = observation[:, features.FEATURE_NAMES.index("progress")]
-        action, new_state, *amounts = self._act(observation, state[:, :-1])
-        amounts = amounts[0] if amounts else actions.chosen_amounts(action)
-        amounts = actions.scheduled_amounts(amounts, state[:, -1], progress, self.learning_rate_schedule)
-        return action, tf.concat([new_state, progress[:, None]], axis=-1), amounts
-
-    def _act(self, observation, state):
         batch = tf.shape(observation)[0]
         inputs = {"observation": observation, "critic": tf.zeros([batch, environment.CRITIC_SIZE])}
         inputs = self.normalizer.normalize(inputs)
@@ -153,11 +135,15 @@ def training_record(agent, iterations, episodes, root=None):
 def save_policy(agent, target, name, record, description="", moves="mode", learning_rate_schedule="constant"):
     """Writes `agent`'s greedy policy to `target`: the controller with its metadata
     (`record`, see `training_record`, in its extra), and the PolicySaver export in
-    `target/tf_agents_policy`."""
-    actor = GreedyActor(agent, moves, learning_rate_schedule)
+    `target/tf_agents_policy`. A policy meta-trained with a `learning_rate_schedule`
+    other than "constant" follows it (`keras_lopt.controller.ScheduledLearningRate`)."""
+    actor = GreedyActor(agent, moves)
+    state_size = actor.state_size
+    if learning_rate_schedule != "constant":
+        actor, state_size = keras_lopt.controller.ScheduledLearningRate(actor, learning_rate_schedule), state_size + 1
     extra = {**record, "moves": moves, "learning_rate_schedule": learning_rate_schedule}
     keras_lopt.save_controller(
-        target, actor, state_size=actor.state_size, name=name,
+        target, actor, state_size=state_size, name=name,
         description=description or f"PPO policy meta-trained for {extra['iterations']} iterations",
         extra=extra,
     )
