@@ -1,6 +1,7 @@
 # Two commands on a fresh machine with Python 3.11:
 #   make demo   train a model on bundled data with keras-lopt and with Adam, compare, plot
-#   make test   run the test suite (fast tests; `make test-slow` adds the long ones)
+#   make test   run the default test suite (`make test-slow` runs the long ones, the end-to-end
+#               meta-training and evaluation runs; CI runs both)
 # Both create or reuse the virtual environment .venv and install what they need.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -22,7 +23,7 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q --durations=15
 
 test-slow: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -m slow
+	$(VENV)/bin/python -m pytest -q -m slow --durations=5
 
 benchmark: $(STAMP)
 	$(VENV)/bin/python benchmarks/overhead.py
