@@ -55,7 +55,7 @@ def _noop_controller(path):
     return path
 
 
-@pytest.mark.slow  # about 4.5 minutes on 2 cores: five evaluate runs on two tasks
+@pytest.mark.slow  # 3-4.5 minutes on 2 cores: five evaluate runs on two tasks
 def test_shrunken_evaluation_writes_results_plots_and_readme_table(tmp_path, monkeypatch, capsys):
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- evaluation:start -->\nold\n<!-- evaluation:end -->\noutro\n")

@@ -43,7 +43,7 @@ def _gin_args(iterations):
     return [arg for p in params for arg in ("--gin_param", p)]
 
 
-@pytest.mark.slow  # about 8 minutes on 2 cores: PPO twice, resume, four exports, fit, fine-tune
+@pytest.mark.slow  # 6-8 minutes on 2 cores: PPO twice, resume, four exports, fit, fine-tune
 def test_train_resume_export_and_fit(tmp_path):
     root = tmp_path / "run"
     out = _run("training.train", "--root_dir", str(root), *_gin_args(1))
