@@ -47,7 +47,8 @@ def save(policy, variant, path):
         name=pathlib.Path(path).name,
         description=f"{source.name}, {variant}: the learning rate follows a cosine decay over the run "
                     f"(benchmarks/cosine_learning_rate.py)",
-        extra={**source.metadata.get("extra", {}), "cosine_from": str(policy), "variant": variant},
+        extra={**source.metadata.get("extra", {}), "cosine_from": str(policy), "variant": variant,
+               "learning_rate_schedule": "cosine"},
     )
 
 

@@ -1,5 +1,7 @@
 """A Keras callback that tells LHOPT's controller what `model.fit` knows."""
 
+import warnings
+
 import keras
 
 from keras_lopt.controller import Controller
@@ -41,14 +43,33 @@ class ControllerCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         optimizer = find_lhopt(self.model)
         epochs, steps = self.params.get("epochs"), self.params.get("steps")
+        done = int(keras.ops.convert_to_numpy(optimizer.iterations))
         if optimizer.total_steps is None and epochs and steps:
-            done = int(keras.ops.convert_to_numpy(optimizer.iterations))
             optimizer.total_steps = done + epochs * steps
+        elif optimizer.total_steps is not None and done >= optimizer.total_steps and optimizer.controller_on:
+            warnings.warn(_run_over_message(optimizer, done), stacklevel=2)
 
     def on_epoch_end(self, epoch, logs=None):
         optimizer = find_lhopt(self.model)
         if logs and "val_loss" in logs and optimizer.controller_on and _uses_validation_loss(optimizer.policy):
             optimizer.observe_validation_loss(logs["val_loss"])
+
+
+def _run_over_message(optimizer, done):
+    message = (
+        f"This fit starts at step {done}, at or past the end of LHOPT's run (total_steps="
+        f"{optimizer.total_steps}): its controller never saw progress past 1"
+    )
+    if isinstance(optimizer.policy, Controller) and optimizer.policy.learning_rate_schedule != "constant":
+        rate = optimizer.hyperparameters["learning_rate"]
+        message += (
+            f", and its {optimizer.policy.learning_rate_schedule} learning-rate schedule has ended: "
+            f"the learning rate stays at its end value, {rate:.3g}"
+        )
+    return message + (
+        ". To train again, compile the model with a new keras_lopt.LHOPT() (with ControllerCallback "
+        "it plans the new fit's length); to plan a longer run, set total_steps before the first fit."
+    )
 
 
 def _uses_validation_loss(policy):

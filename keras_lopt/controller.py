@@ -292,6 +292,13 @@ class Controller:
     def name(self):
         return self.metadata.get("name", "")
 
+    @property
+    def learning_rate_schedule(self):
+        """The schedule its learning rate follows over the run (see
+        `keras_lopt.actions.scheduled_amounts`), as its metadata says:
+        "constant" unless it was exported with one."""
+        return self.metadata.get("extra", {}).get("learning_rate_schedule", "constant")
+
     def act(self, observation, state):
         """One step: `(observation [NUM_FEATURES], state [S])` -> `(action, state)`."""
         action, _, state = self.move(observation, state)

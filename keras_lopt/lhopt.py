@@ -5,6 +5,7 @@ import difflib
 import math
 import numbers
 import os
+import warnings
 
 import keras
 import tensorflow as tf
@@ -599,6 +600,9 @@ class LHOPT(keras.optimizers.Optimizer):
         step = self._global_step(grads)
         merge_call = tf.__internal__.distribute.interim.maybe_merge_call
         merge_call(self._distributed_step, self._distribution_strategy, grads, variables, step)
+        if self._controller is not None and self._total_steps is None:
+            # Warned when the step is traced; a total_steps set later is still followed.
+            warnings.warn(_unknown_run_length_message(self._controller), stacklevel=2)
         if self.controller_on:
             # After the update, so that the features see the new state.
             control = self._control_step(grads, variables, step)
@@ -843,3 +847,15 @@ LHOPT.__doc__ = LHOPT.__doc__.replace(
     "{{base_optimizer_keyword_args}}",
     keras.src.optimizers.optimizer.base_optimizer_keyword_args,
 )
+
+
+def _unknown_run_length_message(controller):
+    consequence = "it sees no progress through training"
+    if controller.learning_rate_schedule != "constant":
+        consequence = (f"its {controller.learning_rate_schedule} learning-rate schedule cannot run "
+                       f"and the learning rate stays where it starts")
+    return (
+        f"LHOPT's controller {controller.name!r} was meta-trained knowing how long training runs, "
+        f"but total_steps is not set, so {consequence}. Pass keras_lopt.ControllerCallback() to "
+        f"fit (it sets total_steps from epochs and steps), or LHOPT(total_steps=...)."
+    )

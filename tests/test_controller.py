@@ -4,6 +4,7 @@ control, and saving/loading with a controller."""
 import json
 import math
 import shutil
+import warnings
 
 import keras
 import numpy as np
@@ -249,6 +250,46 @@ def test_controller_callback_passes_validation_loss_only_to_controllers_trained_
     # Epochs 2 and 3 see the validation loss of the epoch before, if it was passed on.
     expected = 1e-5 * 2**12 if trained_with_validation_loss else 1e-5
     assert opt.hyperparameters["learning_rate"] == pytest.approx(expected, rel=1e-5)
+
+
+def _cosine_only_controller(path):
+    """A controller that holds every head while its learning rate follows the cosine."""
+    def hold(observation, state):
+        return tf.tile(tf.constant([actions.NOOP_ACTION], tf.int32), [tf.shape(observation)[0], 1]), state
+
+    save_controller(path, keras_lopt.controller.ScheduledLearningRate(hold, "cosine"), state_size=1,
+                    extra={"learning_rate_schedule": "cosine"})
+    return str(path)
+
+
+def _warnings_of(fit):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit()
+    return [str(w.message) for w in caught if "LHOPT" in str(w.message)]
+
+
+def test_a_fit_past_the_end_of_the_run_warns_that_the_schedule_is_over(tmp_path):
+    opt = LHOPT(policy=_cosine_only_controller(tmp_path / "cosine"), control_every=1)
+    assert opt.policy.learning_rate_schedule == "cosine"
+    x, y = _data()  # 8 steps per epoch
+    model = _model(opt)
+    callbacks = [keras_lopt.ControllerCallback()]
+    assert _warnings_of(lambda: _fit(model, 2, x, y, callbacks=callbacks)) == []
+    assert opt.total_steps == 16
+    assert opt.hyperparameters["learning_rate"] == pytest.approx(1e-8)  # the cosine's end, at its bound
+    (message,) = _warnings_of(lambda: _fit(model, 1, x, y, callbacks=callbacks))
+    assert "starts at step 16" in message and "total_steps=16" in message
+    assert "schedule has ended" in message and "1e-08" in message and "new keras_lopt.LHOPT()" in message
+
+
+def test_a_fit_without_total_steps_warns_how_to_set_it(tmp_path):
+    x, y = _data()
+    opt = LHOPT(policy=_cosine_only_controller(tmp_path / "cosine"), control_every=1)
+    (message,) = set(_warnings_of(lambda: _fit(_model(opt), 1, x, y)))  # once per trace
+    assert "total_steps is not set" in message and "learning rate stays where it starts" in message
+    assert "ControllerCallback()" in message
+    assert opt.hyperparameters["learning_rate"] == pytest.approx(keras_lopt.lhopt.DEFAULTS["learning_rate"])
 
 
 def test_controller_off_computes_nothing():

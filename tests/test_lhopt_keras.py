@@ -28,8 +28,8 @@ def _model(optimizer=None, jit_compile=True, seed=0):
     return model
 
 
-def _fit(model, epochs, x, y):
-    return model.fit(x, y, batch_size=16, epochs=epochs, shuffle=False, verbose=0)
+def _fit(model, epochs, x, y, callbacks=None):
+    return model.fit(x, y, batch_size=16, epochs=epochs, shuffle=False, verbose=0, callbacks=callbacks)
 
 
 @pytest.mark.parametrize("jit_compile", [True, False])
