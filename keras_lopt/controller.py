@@ -134,6 +134,11 @@ class ScheduledLearningRate(tf.Module):
         return action, tf.concat([new_state, progress[:, None]], axis=-1), amounts
 
 
+def learning_rate_schedule_of(metadata):
+    """The learning-rate schedule a controller's metadata records ("constant" if none)."""
+    return metadata.get("extra", {}).get("learning_rate_schedule", "constant")
+
+
 def check_spec(metadata, source):
     """Raises one `ValueError` listing every way `metadata` differs from this optimizer's spec."""
     if metadata.get("format") != FORMAT or metadata.get("format_version") != FORMAT_VERSION:
@@ -297,7 +302,7 @@ class Controller:
         """The schedule its learning rate follows over the run (see
         `keras_lopt.actions.scheduled_amounts`), as its metadata says:
         "constant" unless it was exported with one."""
-        return self.metadata.get("extra", {}).get("learning_rate_schedule", "constant")
+        return learning_rate_schedule_of(self.metadata)
 
     def act(self, observation, state):
         """One step: `(observation [NUM_FEATURES], state [S])` -> `(action, state)`."""

@@ -408,3 +408,14 @@ print("cosine export ok")
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0 and "cosine export ok" in result.stdout, result.stderr[-4000:]
+
+
+def test_a_policy_is_fine_tuned_in_the_schedule_its_learning_rate_head_was_trained_in():
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from training import train
+
+    # The packaged default was meta-trained in the cosine frame.
+    train.check_policy_schedule("default", "cosine", ())
+    with pytest.raises(ValueError, match=r"learning_rate_schedule='cosine'.*init_fresh_heads=\('learning_rate',\)"):
+        train.check_policy_schedule("default", "constant", ())
+    train.check_policy_schedule("default", "constant", ("learning_rate",))  # that head starts fresh

@@ -91,6 +91,20 @@ def tf_agents_policy_directory(policy):
     return directory
 
 
+def check_policy_schedule(policy, learning_rate_schedule, fresh_heads):
+    """A copied learning-rate head moves the rate relative to the schedule it was meta-trained in."""
+    from keras_lopt import controller
+
+    metadata = json.loads((controller.resolve(policy) / controller.METADATA_FILE).read_text())
+    trained_in = controller.learning_rate_schedule_of(metadata)
+    if trained_in != learning_rate_schedule and "learning_rate" not in fresh_heads:
+        raise ValueError(
+            f"The policy {policy!r} was meta-trained with learning_rate_schedule={trained_in!r}: its learning-rate "
+            f"head moves the rate relative to that. Fine-tune it with --gin_param "
+            f"\"train_eval.learning_rate_schedule='{trained_in}'\", or start that head fresh with --gin_param "
+            f"\"train_eval.init_fresh_heads=('learning_rate',)\".")
+
+
 def check_logit_scale(logit_scale):
     if not (isinstance(logit_scale, (int, float)) and 0 < logit_scale < float("inf")):
         raise ValueError(f"The logit scale must be a positive finite number (1 keeps the policy as exported); "
@@ -266,6 +280,8 @@ def train_eval(
                              "set init_policy too.")
         check_fresh_heads(init_fresh_heads)
         actions.check_learning_rate_schedule(learning_rate_schedule)
+        if init_policy:
+            check_policy_schedule(init_policy, learning_rate_schedule, init_fresh_heads)
         earlier = run_learning_rate_schedule(root_dir)
         if earlier not in (None, learning_rate_schedule):
             raise ValueError(f"The run in {root_dir} trains with learning_rate_schedule={earlier!r}; resume it with "
