@@ -1,6 +1,6 @@
 """A copy of a controller whose learning rate follows a cosine decay over the run.
 
-    python benchmarks/cosine_learning_rate.py --policy default --output_dir /work/runs/cosine
+    python benchmarks/cosine_learning_rate.py --policy previous_default --output_dir /work/runs/cosine
     python benchmarks/validate_policies.py --policies /work/runs/cosine/* --processes 2   # choose on these
     python -m training.evaluate --policy /work/runs/cosine/cosine_learning_rate --output_dir ...  # check held-out
 
@@ -9,6 +9,9 @@ Writes two controllers:
   moves so that it is start * (1 + cos(pi * progress)) / 2 after each control step;
 - cosine_only: every other head held at its no-op too, i.e. LHOPT with a fixed cosine schedule
   and nothing learned (the yardstick; benchmarks/schedule_headroom.py measures it held-out).
+
+The policy must not follow a schedule of its own (the packaged default since 2026-12-03 does:
+it was meta-trained in this frame); previous_default above is saved_policies/default at a76a127.
 
 Why: on the held-out tasks LHOPT's update under a cosine decay from its default 1e-2 is faster
 than with the default controller steering the rate (benchmarks/results/schedule_headroom.md),
@@ -40,6 +43,9 @@ def save(policy, variant, path):
     # The held learning-rate head reports its no-op: the rate follows the cosine alone.
     base = head_ablation.HeldHeads(policy, VARIANTS[variant])
     source = base.source
+    if source.learning_rate_schedule != "constant":
+        raise ValueError(f"The controller {policy!r} already follows a {source.learning_rate_schedule} learning-rate "
+                         f"schedule; give one meta-trained without a schedule.")
     return keras_lopt.save_controller(
         path,
         keras_lopt.controller.ScheduledLearningRate(base, "cosine"),
@@ -54,7 +60,9 @@ def save(policy, variant, path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--policy", default="default", help='"default" or the path of a controller')
+    parser.add_argument("--policy", required=True,
+                        help="a controller meta-trained without a learning-rate schedule (e.g. the default before "
+                             "2026-12-03: saved_policies/default at commit a76a127)")
     parser.add_argument("--output_dir", required=True, help="one controller directory per variant goes here")
     args = parser.parse_args(argv)
     for variant in VARIANTS:

@@ -51,7 +51,11 @@ class HeldHeads(tf.Module):
     def __call__(self, observation, state):
         out = self.policy.act(observation, state)
         action = tf.where(self.held, self.noop, tf.cast(out["action"], tf.int32))
-        return action, out["state"]
+        if "amount" not in out:
+            return action, out["state"]
+        # A controller that moves by amounts (expected moves, a schedule): a held head does not move.
+        amount = tf.where(self.held, actions.chosen_amounts(self.noop), out["amount"])
+        return action, out["state"], amount
 
 
 def variants():

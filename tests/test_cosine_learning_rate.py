@@ -6,16 +6,27 @@ import math
 import cosine_learning_rate
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_lopt
+from keras_lopt import actions
 from training import runner, tasks
+
+
+class HalvingBeta1(tf.Module):
+    """A controller meta-trained without a schedule, stand-in: halves 1 - beta_1 on every call."""
+
+    def __call__(self, observation, state):
+        action = tf.constant([[0 if head.hyperparameter == "beta_1" else head.noop for head in actions.ACTION_HEADS]])
+        return tf.tile(action, [tf.shape(observation)[0], 1]), state
 
 
 @pytest.fixture(scope="module")
 def copies(tmp_path_factory):
     directory = tmp_path_factory.mktemp("cosine")
+    keras_lopt.save_controller(directory / "source", HalvingBeta1())
     for variant in cosine_learning_rate.VARIANTS:
-        cosine_learning_rate.save("default", variant, directory / variant)
+        cosine_learning_rate.save(str(directory / "source"), variant, directory / variant)
     return directory
 
 
@@ -42,6 +53,12 @@ def test_the_learning_rate_follows_the_cosine_and_the_other_heads_act(copies):
     assert moved, "the policy's other heads never moved"
 
 
+def test_a_controller_that_already_follows_a_schedule_is_refused(tmp_path):
+    # The packaged default was meta-trained in the cosine frame: a second cosine would compound.
+    with pytest.raises(SystemExit, match="already follows a cosine learning-rate schedule"):
+        cosine_learning_rate.main(["--policy", "default", "--output_dir", str(tmp_path)])
+
+
 def test_a_taken_directory_is_an_error_without_a_traceback(copies):
     with pytest.raises(SystemExit, match="not empty"):
-        cosine_learning_rate.main(["--output_dir", str(copies)])
+        cosine_learning_rate.main(["--policy", str(copies / "source"), "--output_dir", str(copies)])

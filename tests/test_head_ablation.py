@@ -30,6 +30,27 @@ def test_held_heads_choose_the_noop_and_the_others_and_state_pass_through(tmp_pa
     assert expected != list(actions.NOOP_ACTION) and expected != [0] * len(expected)
 
 
+class AmountController(tf.Module):
+    """Moves every head by an amount of its own (as an expected-move controller does)."""
+
+    def __call__(self, observation, state):
+        batch = tf.shape(observation)[0]
+        amounts = tf.tile(tf.constant([[1.25] * 7 + [0.5]]), [batch, 1])
+        return tf.zeros([batch, len(actions.ACTION_HEADS)], tf.int32), state, amounts
+
+
+def test_held_heads_of_a_controller_that_moves_by_amounts_do_not_move(tmp_path):
+    keras_lopt.save_controller(tmp_path / "policy", AmountController(), state_size=1)
+    held = ("learning_rate", "clip_threshold")
+    head_ablation.save_with_heads_held(str(tmp_path / "policy"), held, tmp_path / "held")
+    copy = controller.Controller.load(str(tmp_path / "held"))
+    _, amounts, _ = copy.move(tf.zeros([features.NUM_FEATURES]), tf.zeros([1]))
+    noop = actions.chosen_amounts(actions.NOOP_ACTION).numpy()
+    expected = [noop[i] if head.hyperparameter in held else (0.5 if head.kind == "logit_shift" else 1.25)
+                for i, head in enumerate(actions.ACTION_HEADS)]
+    assert amounts.numpy().tolist() == pytest.approx(expected)
+
+
 def test_learning_rate_only_holds_every_other_head():
     held = head_ablation.variants()[head_ablation.LEARNING_RATE_ONLY]
     assert "learning_rate" not in held and len(held) == len(actions.ACTION_HEADS) - 1
