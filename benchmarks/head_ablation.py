@@ -16,7 +16,6 @@ constant), not the ones it would have produced.
 """
 
 import argparse
-import json
 import os
 import pathlib
 import sys
@@ -43,7 +42,7 @@ class HeldHeads(tf.Module):
             raise ValueError(f"Unknown action heads {unknown}. Known: {', '.join(HYPERPARAMETERS)}.")
         directory = controller.resolve(policy)
         # The metadata alone (spec checked, SavedModel not loaded): the copy loads it once, below.
-        self.source = controller.Controller(json.loads((directory / controller.METADATA_FILE).read_text()), str(policy))
+        self.source = controller.Controller(controller.read_metadata(directory), str(policy))
         self.policy = tf.saved_model.load(str(directory))
         self.held = tf.constant([head.hyperparameter in held for head in actions.ACTION_HEADS])
         self.noop = tf.constant(actions.NOOP_ACTION, tf.int32)

@@ -134,6 +134,11 @@ class ScheduledLearningRate(tf.Module):
         return action, tf.concat([new_state, progress[:, None]], axis=-1), amounts
 
 
+def read_metadata(policy):
+    """The metadata record of a policy ("default" or a directory), without loading its SavedModel."""
+    return json.loads((resolve(policy) / METADATA_FILE).read_text())
+
+
 def learning_rate_schedule_of(metadata):
     """The learning-rate schedule a controller's metadata records ("constant" if none)."""
     return metadata.get("extra", {}).get("learning_rate_schedule", "constant")

@@ -191,15 +191,14 @@ def reexport(policy, name, output_dir=SAVED_POLICIES, description="", moves="mod
     """Writes an exported policy ("default" or a directory) again as `output_dir/name`, from its
     PolicySaver copy, e.g. with other `moves` (GreedyActor) or its logits scaled by
     `logit_scale` (train.warm_start); its training record is kept."""
-    source = keras_lopt.controller.resolve(policy)
-    metadata = json.loads((source / keras_lopt.controller.METADATA_FILE).read_text())
+    metadata = keras_lopt.controller.read_metadata(policy)
     target = pathlib.Path(output_dir) / name
     _check_target(target)
     time_step_spec, action_spec = train.time_step_and_action_specs()
     agent = agent_lib.create_agent(time_step_spec, action_spec, train_step_counter=tf.Variable(0, dtype=tf.int64))
     train.warm_start(agent, policy, logit_scale)
     record = {**metadata["extra"], "reexported_from": metadata["name"], "logit_scale": logit_scale}
-    schedule = metadata["extra"].get("learning_rate_schedule", "constant")
+    schedule = keras_lopt.controller.learning_rate_schedule_of(metadata)
     return save_policy(agent, target, name, record, description or metadata["description"], moves, schedule)
 
 

@@ -95,8 +95,7 @@ def check_policy_schedule(policy, learning_rate_schedule, fresh_heads):
     """A copied learning-rate head moves the rate relative to the schedule it was meta-trained in."""
     from keras_lopt import controller
 
-    metadata = json.loads((controller.resolve(policy) / controller.METADATA_FILE).read_text())
-    trained_in = controller.learning_rate_schedule_of(metadata)
+    trained_in = controller.learning_rate_schedule_of(controller.read_metadata(policy))
     if trained_in != learning_rate_schedule and "learning_rate" not in fresh_heads:
         raise ValueError(
             f"The policy {policy!r} was meta-trained with learning_rate_schedule={trained_in!r}: its learning-rate "
