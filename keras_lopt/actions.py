@@ -51,6 +51,7 @@ ACTION_HEADS = (
                (1 / (1 + math.exp(5.0)), 1 / (1 + math.exp(-5.0)))),
 )
 NOOP_ACTION = tuple(head.noop for head in ACTION_HEADS)
+NOOP_AMOUNTS = tuple(head.choices[head.noop] for head in ACTION_HEADS)
 LEARNING_RATE_HEAD = [head.hyperparameter for head in ACTION_HEADS].index("learning_rate")
 # "constant": the learning rate moves by the head's choices only; "cosine": see the module docstring.
 LEARNING_RATE_SCHEDULES = ("constant", "cosine")
@@ -75,9 +76,11 @@ def apply_amounts(stored, amounts):
             (e.g. a policy's expected move, see `keras_lopt.controller`).
 
     Returns:
-        A dict like `stored` with the new values, each within its head's bounds.
+        A dict like `stored` with the new values, each within its head's bounds;
+        a hyperparameter whose amount is not finite stays where it is.
     """
     amounts = tf.convert_to_tensor(amounts, tf.float32)
+    amounts = tf.where(tf.math.is_finite(amounts), amounts, NOOP_AMOUNTS)
     moved = dict(stored)
     for i, head in enumerate(ACTION_HEADS):
         value = tf.convert_to_tensor(stored[head.hyperparameter], tf.float32)

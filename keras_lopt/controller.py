@@ -34,7 +34,7 @@ import tempfile
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-from keras_lopt import actions, features
+from keras_lopt import actions, features, trust
 
 METADATA_FILE = "keras_lopt_controller.json"
 FORMAT = "keras_lopt.controller"
@@ -136,12 +136,75 @@ class ScheduledLearningRate(tf.Module):
 
 def read_metadata(policy):
     """The metadata record of a policy ("default" or a directory), without loading its SavedModel."""
-    return json.loads((resolve(policy) / METADATA_FILE).read_text())
+    return parse_metadata((resolve(policy) / METADATA_FILE).read_bytes(), policy)
 
 
 def learning_rate_schedule_of(metadata):
     """The learning-rate schedule a controller's metadata records ("constant" if none)."""
     return metadata.get("extra", {}).get("learning_rate_schedule", "constant")
+
+
+def parse_metadata(text, source):
+    """The metadata record (`METADATA_FILE`'s contents, str or bytes), checked; or one clear `ValueError`."""
+    if text is None:
+        raise ValueError(f"The controller {source} has no {METADATA_FILE}; save controllers with "
+                         f"keras_lopt.save_controller (or training.export).")
+    try:
+        metadata = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"The controller {source} has a malformed {METADATA_FILE} ({error}); "
+                         f"re-save it with keras_lopt.save_controller.") from None
+    check_metadata(metadata, source)
+    return metadata
+
+
+def check_metadata(metadata, source):
+    """Raises one `ValueError` unless `metadata` is a record this optimizer can use."""
+    if not isinstance(metadata, dict):
+        raise ValueError(f"The controller {source}'s {METADATA_FILE} holds {type(metadata).__name__}, "
+                         f"not a metadata record; re-save it with keras_lopt.save_controller.")
+    check_spec(metadata, source)
+    state_size = metadata.get("state_size")
+    if not (isinstance(state_size, int) and not isinstance(state_size, bool) and state_size >= 0):
+        raise ValueError(f"The controller {source}'s {METADATA_FILE} has state_size {state_size!r}; "
+                         f"it must be an int >= 0.")
+
+
+def _first_line(error):
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
+def _act_function(module, source, state_size):
+    """`module.act`'s concrete function for LHOPT's inputs, its outputs checked; or one clear `ValueError`."""
+    heads = len(actions.ACTION_HEADS)
+    expected = (f"act(observation: float32 [batch, {features.NUM_FEATURES}], state: float32 [batch, "
+                f"{state_size}]) -> {{'action': int32 [batch, {heads}], 'state': float32 [batch, "
+                f"{state_size}], 'amount' (optional): float32 [batch, {heads}]}}")
+    if not hasattr(module, "act"):
+        raise ValueError(f"The controller {source} has no `act` function; a controller needs {expected} "
+                         f"(see keras_lopt.save_controller).")
+    try:
+        concrete = module.act.get_concrete_function(
+            tf.TensorSpec([None, features.NUM_FEATURES], tf.float32),
+            tf.TensorSpec([None, state_size], tf.float32),
+        )
+    except Exception as error:  # no traced signature matches LHOPT's inputs
+        raise ValueError(f"The controller {source}'s `act` does not take LHOPT's inputs ({_first_line(error)}); "
+                         f"a controller needs {expected}.") from None
+    outputs = concrete.structured_outputs
+    wanted = {"action": (tf.int32, heads), "state": (tf.float32, state_size), "amount": (tf.float32, heads)}
+    problems = [] if isinstance(outputs, dict) else [f"it returns {type(outputs).__name__}, not a dict"]
+    if isinstance(outputs, dict):
+        problems += [f"no {key!r} output" for key in ("action", "state") if key not in outputs]
+        problems += [f"an unexpected {key!r} output" for key in outputs if key not in wanted]
+        for key, spec in outputs.items():
+            if key in wanted and not (isinstance(spec, tf.Tensor) and spec.dtype == wanted[key][0]
+                                      and spec.shape.is_compatible_with([None, wanted[key][1]])):
+                problems.append(f"{key!r} is {getattr(spec, 'dtype', spec)!r} {getattr(spec, 'shape', '')}")
+    if problems:
+        raise ValueError(f"The controller {source}'s `act` has the wrong outputs ({'; '.join(problems)}); "
+                         f"a controller needs {expected}.")
+    return concrete
 
 
 def check_spec(metadata, source):
@@ -241,45 +304,52 @@ class Controller:
     its source when first needed.
     """
 
-    def __init__(self, metadata, source, files=None):
-        check_spec(metadata, source)
+    def __init__(self, metadata, source, files=None, safe_mode=True):
+        check_metadata(metadata, source)
         self.metadata = metadata
         self.source = source
         self.state_size = int(metadata["state_size"])
+        # Whether the SavedModel is checked against keras_lopt.trust.ALLOWED_OPS before it is loaded.
+        self.safe_mode = bool(safe_mode)
         self._files = None
         self._act = None
         if files is not None:
             self.set_files(files)
 
     @classmethod
-    def load(cls, policy):
-        """Loads `policy`: "default" or the path of a controller directory."""
-        directory = resolve(policy)
-        files = _read_files(directory)
-        return cls(json.loads(files[METADATA_FILE]), os.fspath(policy), files)
+    def load(cls, policy, safe_mode=True):
+        """Loads `policy`: "default" or the path of a controller directory.
+
+        With `safe_mode=True` (the default) a controller with ops outside
+        `keras_lopt.trust.ALLOWED_OPS` is refused before any of it runs.
+        """
+        files = _read_files(resolve(policy))
+        return cls(parse_metadata(files.get(METADATA_FILE), policy), os.fspath(policy), files, safe_mode)
 
     def set_files(self, files):
-        """Uses the SavedModel made of `files` (relative path -> bytes)."""
-        metadata = json.loads(files[METADATA_FILE])
-        check_spec(metadata, self.source)
+        """Uses the SavedModel made of `files` (relative path -> bytes): checks its
+        metadata, its ops (in safe mode) and its `act` signature, then loads it."""
+        metadata = parse_metadata(files.get(METADATA_FILE), self.source)
         if metadata["state_size"] != self.state_size:
             raise ValueError(
                 f"The controller files for {self.source} have state_size "
                 f"{metadata['state_size']}, but the optimizer was built for {self.state_size}."
             )
+        if "saved_model.pb" not in files:
+            raise ValueError(f"The controller {self.source} has no saved_model.pb; re-save it with "
+                             f"keras_lopt.save_controller.")
+        if self.safe_mode:
+            trust.check(files["saved_model.pb"], self.source)
         with tempfile.TemporaryDirectory() as scratch:
             _write_files(files, scratch)
-            # Load outside any distribution strategy or graph being built.
-            with tf.init_scope():
-                module = tf.saved_model.load(scratch)
-        if not hasattr(module, "act"):
-            raise ValueError(
-                f"The SavedModel at {self.source} has no `act` function; see keras_lopt.controller."
-            )
-        concrete = module.act.get_concrete_function(
-            tf.TensorSpec([None, features.NUM_FEATURES], tf.float32),
-            tf.TensorSpec([None, self.state_size], tf.float32),
-        )
+            try:
+                # Load outside any distribution strategy or graph being built.
+                with tf.init_scope():
+                    module = tf.saved_model.load(scratch)
+            except Exception as error:  # TensorFlow raises many kinds for a damaged SavedModel
+                raise ValueError(f"The controller {self.source} cannot be loaded: its SavedModel is "
+                                 f"damaged ({_first_line(error)}).") from None
+        concrete = _act_function(module, self.source, self.state_size)
         # A deployed controller never changes: freezing its weights into
         # constants keeps them out of the compiled train step's inputs, which
         # XLA would otherwise pass on every step, control step or not.
@@ -339,8 +409,8 @@ class Controller:
         return {"source": self.source, "metadata": self.metadata}
 
     @classmethod
-    def from_config(cls, config):
-        return cls(config["metadata"], config["source"])
+    def from_config(cls, config, safe_mode=True):
+        return cls(config["metadata"], config["source"], safe_mode=safe_mode)
 
     def __repr__(self):
         return f"<keras_lopt Controller {self.name!r} from {self.source!r}>"

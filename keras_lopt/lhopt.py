@@ -9,6 +9,7 @@ import warnings
 
 import keras
 import tensorflow as tf
+from keras.src.saving import serialization_lib
 
 from keras_lopt import actions, features
 from keras_lopt.controller import Controller
@@ -80,7 +81,7 @@ AUTO_CONTROL_STEPS = 50
 FALLBACK_CONTROL_EVERY = 10
 
 _OWN_ARGUMENTS = tuple(HYPERPARAMETERS) + (
-    "max_learning_rate", "policy", "total_steps", "control_every", "name"
+    "max_learning_rate", "policy", "total_steps", "control_every", "safe_mode", "name"
 )
 # Keyword arguments every Keras optimizer accepts, passed on to the base class.
 _BASE_ARGUMENTS = (
@@ -151,16 +152,16 @@ def _stored_value(name, value):
     return 1.0 - value if name in _ONE_MINUS else value
 
 
-def _make_controller(policy):
+def _make_controller(policy, safe_mode):
     """The in-graph controller for a `policy` argument (None if there is none)."""
     if policy is None or policy == EXTERNAL:
         return None
     if isinstance(policy, Controller):
         return policy
     if isinstance(policy, dict):  # from get_config
-        return Controller.from_config(policy)
+        return Controller.from_config(policy, safe_mode)
     if isinstance(policy, (str, os.PathLike)):
-        return Controller.load(policy)
+        return Controller.load(policy, safe_mode)
     raise ValueError(
         f"LHOPT policy must be None, \"default\", \"external\", the path of a controller "
         f"SavedModel or a keras_lopt.controller.Controller; got {policy!r}."
@@ -276,6 +277,13 @@ class LHOPT(keras.optimizers.Optimizer):
             `total_steps // 50` (at least 1), so a run has about 50 control
             steps whatever its length, and 10 while `total_steps` is
             unknown.
+        safe_mode: Boolean. With `True` (the default) a controller is
+            checked before it is loaded and refused if it contains any op
+            outside `keras_lopt.trust.ALLOWED_OPS` (pure tensor math: no
+            file or system I/O, printing or Python calls). Pass `False` only
+            for a controller you trust. Not saved in the config: a model
+            loaded with `keras.models.load_model` follows that function's
+            own `safe_mode`.
         {{base_optimizer_keyword_args}}
     """
 
@@ -293,6 +301,7 @@ class LHOPT(keras.optimizers.Optimizer):
         policy="default",
         total_steps=None,
         control_every=None,
+        safe_mode=True,
         name="lhopt",
         **kwargs,
     ):
@@ -310,7 +319,7 @@ class LHOPT(keras.optimizers.Optimizer):
         )
         initial = _validate_all(given)
         max_learning_rate = validate_max_learning_rate(max_learning_rate)
-        controller = _make_controller(policy)
+        controller = _make_controller(policy, safe_mode)
         if total_steps is not None and not _is_positive_int(total_steps):
             raise ValueError(
                 f"LHOPT total_steps must be a positive int or None; got {total_steps!r}."
@@ -831,6 +840,13 @@ class LHOPT(keras.optimizers.Optimizer):
             control_every=self._control_every,
         )
         return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        # Trust follows the caller, never the config: keras.models.load_model's
+        # safe_mode (True unless the user says otherwise), else safe.
+        safe_mode = serialization_lib.in_safe_mode() is not False
+        return super().from_config({**config, "safe_mode": safe_mode}, custom_objects)
 
     # `model.save` calls these: the controller is embedded in the .keras file,
     # so `keras.models.load_model` works after its directory is gone.

@@ -382,7 +382,10 @@ specs = train.time_step_and_action_specs()
 agent = agent_lib.create_agent(*specs, train_step_counter=tf.Variable(0, dtype=tf.int64))
 path = export.save_policy(agent, {str(tmp_path / "cosine")!r}, "cosine", {{"iterations": 0}},
                           learning_rate_schedule="cosine")
-controller = keras_lopt.Controller.load(str(path))
+controller = keras_lopt.Controller.load(str(path))  # in safe mode: the export passes the op check
+for moves in ("expected", "sampled"):  # every kind of deployed actor is pure tensor math too
+    other = export.save_policy(agent, {str(tmp_path)!r} + "/" + moves, moves, {{"iterations": 0}}, moves=moves)
+    assert keras_lopt.trust.unsafe_ops((other / "saved_model.pb").read_bytes()) == {{}}, moves
 assert controller.state_size == 2 * 16 + 1 and controller.metadata["extra"]["learning_rate_schedule"] == "cosine"
 spec = tasks.sample_task(3, families=("quadratic",), min_steps=30, max_steps=40)
 assert spec.key == {spec.key!r}
