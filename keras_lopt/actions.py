@@ -1,4 +1,4 @@
-"""The controller's action space (DESIGN.md section 2, "Actions").
+"""The controller's action space (docs/design.md, "Actions").
 
 One categorical head per hyperparameter; every head has a no-op. A "scale"
 head multiplies the hyperparameter's stored value (for betas, 1 - beta) by the
@@ -18,6 +18,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from keras_lopt.hyperparameters import HYPERPARAMETERS
+
 ACTION_SPEC_VERSION = 1
 
 
@@ -26,7 +28,11 @@ class ActionHead:
     hyperparameter: str  # constructor name, e.g. "beta_1"
     kind: str  # "scale" or "logit_shift"
     choices: tuple
-    bounds: tuple  # (low, high) on the stored value
+
+    @property
+    def bounds(self):
+        """(low, high) on the stored value (`keras_lopt.hyperparameters`)."""
+        return HYPERPARAMETERS[self.hyperparameter].bounds
 
     @property
     def noop(self):
@@ -37,18 +43,14 @@ class ActionHead:
 _HALVE_KEEP_DOUBLE = (0.5, 1.0, 2.0)
 
 ACTION_HEADS = (
-    ActionHead("learning_rate", "scale", (0.5, 0.707, 0.9, 1.0, 1.1, 1.414, 2.0), (1e-8, 1.0)),
-    ActionHead("beta_1", "scale", _HALVE_KEEP_DOUBLE, (1e-4, 0.5)),
-    ActionHead("beta_2", "scale", _HALVE_KEEP_DOUBLE, (1e-4, 0.5)),
-    ActionHead("epsilon", "scale", _HALVE_KEEP_DOUBLE, (1e-10, 1.0)),
-    # At most 10x the reference 1e-2 (the top of meta-training's random starts):
-    # started from epsilon 1e-8, the default policy drove it to 1.0 late in a long
-    # run and the loss rose by half (benchmarks/results/policy_starts_README.md).
-    ActionHead("weight_decay", "scale", _HALVE_KEEP_DOUBLE, (0.0, 0.1)),
-    ActionHead("clip_ema", "scale", _HALVE_KEEP_DOUBLE, (1e-4, 1.0)),
-    ActionHead("update_norm_ema", "scale", (1 / 1.5, 1.0, 1.5), (1e-3, 1.0)),
-    ActionHead("clip_threshold", "logit_shift", (-1.0, -0.3, 0.0, 0.3, 1.0),
-               (1 / (1 + math.exp(5.0)), 1 / (1 + math.exp(-5.0)))),
+    ActionHead("learning_rate", "scale", (0.5, 0.707, 0.9, 1.0, 1.1, 1.414, 2.0)),
+    ActionHead("beta_1", "scale", _HALVE_KEEP_DOUBLE),
+    ActionHead("beta_2", "scale", _HALVE_KEEP_DOUBLE),
+    ActionHead("epsilon", "scale", _HALVE_KEEP_DOUBLE),
+    ActionHead("weight_decay", "scale", _HALVE_KEEP_DOUBLE),
+    ActionHead("clip_ema", "scale", _HALVE_KEEP_DOUBLE),
+    ActionHead("update_norm_ema", "scale", (1 / 1.5, 1.0, 1.5)),
+    ActionHead("clip_threshold", "logit_shift", (-1.0, -0.3, 0.0, 0.3, 1.0)),
 )
 NOOP_ACTION = tuple(head.noop for head in ACTION_HEADS)
 NOOP_AMOUNTS = tuple(head.choices[head.noop] for head in ACTION_HEADS)

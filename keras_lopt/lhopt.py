@@ -1,7 +1,6 @@
 """LHOPT: the Adam-family inner optimizer of "A Generalizable Approach to
 Learning Optimizers" (Almeida et al., 2021), as a Keras 3 optimizer."""
 
-import difflib
 import math
 import numbers
 import os
@@ -13,60 +12,20 @@ from keras.src.saving import serialization_lib
 
 from keras_lopt import actions, features
 from keras_lopt.controller import Controller
+from keras_lopt.hyperparameters import DEFAULTS, HYPERPARAMETERS, TABLE, did_you_mean, stored_value
+from keras_lopt.hyperparameters import validate as validate_hyperparameter
 
 EXTERNAL = "external"
 
-# Constructor name -> (reference initial value, name of the variable that
-# stores it). The reference values (DESIGN.md section 2) are the centre of
-# meta-training's random starts and, except where DEFAULTS says otherwise, the
-# constructor's defaults. Betas are stored as one-minus-beta because the
-# controller scales 1 - beta multiplicatively.
-HYPERPARAMETERS = {
-    "learning_rate": (1e-3, "learning_rate"),
-    "beta_1": (0.9, "one_minus_beta_1"),
-    "beta_2": (0.99, "one_minus_beta_2"),
-    "epsilon": (1e-6, "epsilon"),
-    "weight_decay": (1e-2, "weight_decay"),
-    "clip_threshold": (0.8, "clip_threshold"),
-    "clip_ema": (1e-2, "clip_ema"),
-    "update_norm_ema": (0.05, "update_norm_ema"),
-}
-_ONE_MINUS = ("beta_1", "beta_2")
-
-# Valid ranges: (low, high, low inclusive, high inclusive, fix hint).
-_RANGES = {
-    "learning_rate": (0.0, math.inf, False, False, "a positive float like 1e-3"),
-    "beta_1": (0.0, 1.0, False, False, "a float strictly between 0 and 1, like 0.9"),
-    "beta_2": (0.0, 1.0, False, False, "a float strictly between 0 and 1, like 0.99"),
-    "epsilon": (0.0, math.inf, False, False, "a positive float like 1e-6"),
-    "weight_decay": (0.0, math.inf, True, False, "a float >= 0 like 1e-2 (0 disables it)"),
-    "clip_threshold": (0.0, 1.0, False, False, "a float strictly between 0 and 1, like 0.8"),
-    "clip_ema": (0.0, 1.0, False, True, "a float in (0, 1], like 1e-2"),
-    "update_norm_ema": (0.0, 1.0, False, True, "a float in (0, 1], like 0.05"),
-}
-
-# The hyperparameters LHOPT starts from by default (constructor name -> value).
-DEFAULTS = {name: reference for name, (reference, _) in HYPERPARAMETERS.items()} | {
-    # With the LAMB trust ratio the rate is a step relative to each weight
-    # tensor's norm, so the reference 1e-3 alone trains about 4x slower than
-    # Adam at its defaults, and a controller spends much of a run raising it.
-    # On 36 validation tasks 1e-2 scored best for the default policy and with
-    # the controller off (benchmarks/results/validate_initial_lr_combined.md).
-    "learning_rate": 1e-2,
-}
-
 # By default the controller raises the learning rate to at most 0.04, 4x the
-# default start. The packaged policy raises it 4-12x early in runs where a
-# constant rate already did better (character LM, CNN); from the default start,
-# a cap of 4x scored +0.56 against +0.43 without one on 36 validation tasks
-# (2x: +0.39, 1x: +0.22; benchmarks/results/learning_rate_cap_README.md). The
-# cap is absolute, not relative to the start, so that a user who starts low
-# (say Adam's 1e-3) can still be raised to where the default starts; with the
-# trust ratio the rate is a step relative to each weight tensor's norm, so one
-# value suits models of any scale.
+# default start: controllers raised it early in runs where a constant rate did
+# better (docs/design.md, "Decisions"). The cap is absolute, not relative to the
+# start, so that a user who starts low (say Adam's 1e-3) can still be raised to
+# where the default starts; with the trust ratio the rate is a step relative to
+# each weight tensor's norm, so one value suits models of any scale.
 DEFAULT_MAX_LEARNING_RATE = 4e-2
 
-# Thresholds of the reference update (DESIGN.md section 2).
+# Thresholds of the update (docs/design.md, "The update").
 _CLIP_DENOMINATOR_EPS = 1e-6
 _TRUST_RATIO_MIN_NORM = 1e-8
 _TRUST_RATIO_FLOOR = 1e-3
@@ -75,8 +34,7 @@ _TRUST_RATIO_FLOOR = 1e-3
 # a run of known length, and every FALLBACK_CONTROL_EVERY steps while the run
 # length is unknown. The packaged controller was meta-trained on runs of 2-128
 # control steps, last at 32-80; acting far more often compounds its per-step
-# moves. 50 scored best of 25, 50 and 100 with an earlier controller and of 32,
-# 50 and 80 with the packaged one (benchmarks/results/validate_control_steps*.md).
+# moves (docs/design.md, "Decisions").
 AUTO_CONTROL_STEPS = 50
 FALLBACK_CONTROL_EVERY = 10
 
@@ -106,50 +64,14 @@ def _check_backend():
         )
 
 
-def _did_you_mean(name, known):
-    close = difflib.get_close_matches(name, known, n=1)
-    return f" Did you mean '{close[0]}'?" if close else ""
-
-
 def _check_keyword_arguments(kwargs):
     known = _OWN_ARGUMENTS + _BASE_ARGUMENTS
     for name in kwargs:
         if name not in _BASE_ARGUMENTS:
             raise TypeError(
                 f"LHOPT got an unexpected keyword argument '{name}'."
-                f"{_did_you_mean(name, known)} Valid arguments: {', '.join(known)}."
+                f"{did_you_mean(name, known)} Valid arguments: {', '.join(known)}."
             )
-
-
-def validate_hyperparameter(name, value):
-    """Returns `value` as a float, or raises a one-line `ValueError`."""
-    if name not in _RANGES:
-        raise ValueError(
-            f"Unknown LHOPT hyperparameter '{name}'.{_did_you_mean(name, list(_RANGES))} "
-            f"Known: {', '.join(_RANGES)}."
-        )
-    low, high, low_ok, high_ok, fix = _RANGES[name]
-    if isinstance(value, keras.optimizers.schedules.LearningRateSchedule) or callable(value):
-        raise ValueError(
-            f"LHOPT needs a float {name}, got {value!r}: it steers its "
-            f"hyperparameters itself, so schedules and callables are not "
-            f"supported. Pass {fix} (with policy=None you can change it "
-            f"during training with keras.callbacks.LearningRateScheduler)."
-        )
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"LHOPT {name} must be {fix}; got {value!r}.") from None
-    above = number > low or (low_ok and number == low)
-    below = number < high or (high_ok and number == high)
-    if not (math.isfinite(number) and above and below):
-        raise ValueError(f"LHOPT {name} must be {fix}; got {value!r}.")
-    return number
-
-
-def _stored_value(name, value):
-    """Converts between a hyperparameter and its stored form (either way)."""
-    return 1.0 - value if name in _ONE_MINUS else value
 
 
 def _make_controller(policy, safe_mode):
@@ -345,11 +267,10 @@ class LHOPT(keras.optimizers.Optimizer):
 
         # Global state, read and written once per step for all tensors.
         self._hyperparameter_variables = {"learning_rate": self._learning_rate}
-        for hp_name, (_, stored_name) in HYPERPARAMETERS.items():
-            if hp_name != "learning_rate":
-                self._hyperparameter_variables[hp_name] = self._scalar_variable(
-                    stored_name, _stored_value(hp_name, initial[hp_name])
-                )
+        for hp in TABLE[1:]:  # the learning rate is the base class's variable
+            self._hyperparameter_variables[hp.name] = self._scalar_variable(
+                hp.stored_as, hp.stored(initial[hp.name])
+            )
         self._gradient_norm_max = self._scalar_variable("gradient_norm_max")
         self._bias_correction_1 = self._scalar_variable("bias_correction_1")
         self._did_clip = self._scalar_variable("did_clip")
@@ -400,11 +321,8 @@ class LHOPT(keras.optimizers.Optimizer):
         # constructor's, or those of `reset_hyperparameters`. Variables, so that a
         # compiled step need not be retraced when they change.
         self._reference_hyperparameters = {
-            hp_name: variable(
-                f"initial_{stored_name}",
-                _stored_value(hp_name, self.initial_hyperparameters[hp_name]),
-            )
-            for hp_name, (_, stored_name) in HYPERPARAMETERS.items()
+            hp.name: variable(f"initial_{hp.stored_as}", hp.stored(self.initial_hyperparameters[hp.name]))
+            for hp in TABLE
         }
         self._total_steps_variable = variable("total_steps", float(self._total_steps or 0))
         # A variable, so that a compiled step follows a total_steps set later.
@@ -523,7 +441,7 @@ class LHOPT(keras.optimizers.Optimizer):
         values = {}
         for name, variable in self._hyperparameter_variables.items():
             stored = float(keras.ops.convert_to_numpy(variable))
-            values[name] = _stored_value(name, stored)
+            values[name] = stored_value(name, stored)
         return values
 
     def set_hyperparameters(self, **values):
@@ -548,7 +466,7 @@ class LHOPT(keras.optimizers.Optimizer):
     @staticmethod
     def _assign(variables, values):
         for name, value in values.items():
-            variables[name].assign(_stored_value(name, value))
+            variables[name].assign(stored_value(name, value))
 
     def apply_action(self, action, amounts=None):
         """Moves the hyperparameters by one controller action.
@@ -620,7 +538,7 @@ class LHOPT(keras.optimizers.Optimizer):
     def _global_step(self, grads):
         """Scalars shared by every tensor in this step, as a dict of tensors."""
         hp = {
-            HYPERPARAMETERS[name][1]: tf.convert_to_tensor(variable)
+            HYPERPARAMETERS[name].stored_as: tf.convert_to_tensor(variable)
             for name, variable in self._hyperparameter_variables.items()
         }
         squared = [tf.reduce_sum(tf.square(tf.cast(g, tf.float32))) for g in grads]
@@ -736,7 +654,7 @@ class LHOPT(keras.optimizers.Optimizer):
         return new
 
     def _control(self, grads, variables, step, current, count):
-        """Features, observation and the controller's action (DESIGN.md section 2)."""
+        """Features, observation and the controller's action (docs/design.md, "Features")."""
         finite = step["finite"]
         statistics, parameter_norms, step_norms = [], [], []
         for grad, variable in zip(grads, variables):

@@ -7,8 +7,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
-# The scripts in benchmarks/ are not a package; tests import them by name.
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+# The scripts in benchmarks/ and research/ are not packages; tests import them by name.
+for _folder in ("benchmarks", "research"):
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / _folder))
 
 # Two logical CPU devices, so MirroredStrategy can be tested on one CPU. This
 # must happen before TensorFlow initialises its devices, hence at import.

@@ -1,6 +1,6 @@
 """An independent NumPy implementation of the LHOPT inner update.
 
-Written from DESIGN.md section 2 line by line, in float64, sharing no code
+Written from the update's equations (LHOPT's docstring) line by line, in float64, sharing no code
 with keras_lopt, so the tests compare two implementations of one spec.
 """
 

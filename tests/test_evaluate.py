@@ -22,11 +22,11 @@ def test_steps_to_reach_interpolates_and_reports_never():
 
 
 def test_the_cached_controller_off_curve_follows_lhopt_defaults(monkeypatch):
-    from keras_lopt import lhopt
+    from keras_lopt import hyperparameters
 
     before = evaluate.no_controller_contender()
     assert before == evaluate.no_controller_contender()
-    monkeypatch.setitem(lhopt.DEFAULTS, "epsilon", 1e-7)
+    monkeypatch.setitem(hyperparameters.DEFAULTS, "epsilon", 1e-7)
     assert evaluate.no_controller_contender() != before
 
 

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from keras_lopt import LHOPT
-from keras_lopt.lhopt import DEFAULTS
+from keras_lopt.hyperparameters import DEFAULTS
 from reference import ReferenceLHOPT
 
 SHAPES = [(5, 4), (4,), (2, 3, 3), ()]
@@ -16,7 +16,7 @@ def _setup(seed=0, **hyperparameters):
     rng = np.random.default_rng(seed)
     params = [rng.normal(size=s).astype(np.float32) for s in SHAPES]
     variables = [keras.Variable(p) for p in params]
-    hyperparameters = DEFAULTS | hyperparameters  # the reference's own defaults are DESIGN.md's
+    hyperparameters = DEFAULTS | hyperparameters  # the reference's own defaults are the paper's
     return rng, variables, LHOPT(**hyperparameters, policy=None), ReferenceLHOPT(params, **hyperparameters)
 
 

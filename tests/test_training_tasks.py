@@ -180,15 +180,15 @@ def test_training_config_trains_around_the_deployed_cadence():
 
 
 def test_initial_hyperparameters_respect_action_bounds():
-    from keras_lopt.lhopt import _stored_value, validate_hyperparameter
+    from keras_lopt.hyperparameters import stored_value, validate
 
     bounds = {head.hyperparameter: head.bounds for head in actions.ACTION_HEADS}
     for seed in range(200):
         values = tasks.sample_task(seed).initial_hyperparameters
         for name, value in values.items():
-            validate_hyperparameter(name, value)
+            validate(name, value)
             low, high = bounds[name]
-            assert low <= _stored_value(name, value) * (1 + 1e-9) and _stored_value(name, value) <= high * (1 + 1e-9)
+            assert low <= stored_value(name, value) * (1 + 1e-9) and stored_value(name, value) <= high * (1 + 1e-9)
 
 
 def test_evaluation_data_cannot_become_a_training_task():

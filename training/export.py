@@ -13,7 +13,7 @@ Use it with `keras_lopt.LHOPT(policy="OUTPUT_DIR/NAME")`.
     python -m training.export --snapshot runs/ppo/policies/iteration_00400 --name default [--description ...]
 
 copies a snapshot the run exported itself (train_eval's `export_interval`)
-instead, renamed, e.g. to ship the one benchmarks/validate_policies.py chose.
+instead, renamed, e.g. to ship the one training/validate.py chose.
 
     python -m training.export --policy default --name default_expected --moves expected
 

@@ -109,7 +109,7 @@ def _choice(rng, options):
 
 def default_hyperparameters():
     """LHOPT's constructor defaults, by constructor name."""
-    from keras_lopt.lhopt import DEFAULTS
+    from keras_lopt.hyperparameters import DEFAULTS
 
     return dict(DEFAULTS)
 
@@ -119,7 +119,8 @@ def parse_start(text):
     NAME=VALUE pairs joined by commas, e.g. "epsilon=1e-8,beta_1=0.8", as LHOPT constructor
     arguments (hyperparameters, or max_learning_rate, which may be None). A bad item
     raises a one-line ValueError naming it."""
-    from keras_lopt.lhopt import validate_hyperparameter, validate_max_learning_rate
+    from keras_lopt import hyperparameters
+    from keras_lopt.lhopt import validate_max_learning_rate
 
     if text == "default":
         return {}
@@ -133,7 +134,7 @@ def parse_start(text):
         if name == "max_learning_rate":
             start[name] = validate_max_learning_rate(None if value == "None" else value)
         else:
-            start[name] = validate_hyperparameter(name, value)
+            start[name] = hyperparameters.validate(name, value)
     return start
 
 
@@ -144,19 +145,15 @@ def describe_start(start):
 
 
 def sample_initial_hyperparameters(rng):
-    """DESIGN.md: lr x log-uniform[1e-2, 1e2]; the others x log-uniform[0.1, 10],
-    kept inside the bounds the controller's actions respect."""
-    from keras_lopt import actions
-    from keras_lopt.lhopt import HYPERPARAMETERS, _stored_value
+    """As in the paper: each stored reference value times log-uniform over its
+    `start_factors` (lr x [1e-2, 1e2], the others x [0.1, 10]), kept inside the
+    bounds the controller's actions respect."""
+    from keras_lopt.hyperparameters import TABLE
 
-    bounds = {head.hyperparameter: head.bounds for head in actions.ACTION_HEADS}
     values = {}
-    for name, (reference, _) in HYPERPARAMETERS.items():
-        factor = _log_uniform(rng, 1e-2, 1e2) if name == "learning_rate" else _log_uniform(rng, 0.1, 10.0)
-        stored = _stored_value(name, reference) * factor
-        low, high = bounds[name]
-        stored = min(max(stored, low), high)
-        values[name] = float(_stored_value(name, stored))
+    for hp in TABLE:
+        stored = hp.stored(hp.reference) * _log_uniform(rng, *hp.start_factors)
+        values[hp.name] = float(hp.stored(min(max(stored, hp.bounds[0]), hp.bounds[1])))
     return values
 
 

@@ -12,7 +12,7 @@ a JSON line in ROOT/episodes.jsonl. Export the policy with
 `export_interval` set, the run also exports itself every that many
 iterations to ROOT/policies/iteration_NNNNN (checkpoints are pruned, these
 snapshots are kept, so a good policy can still be chosen after training
-went on: benchmarks/validate_policies.py compares them).
+went on: training/validate.py compares them).
 
     python -m training.train --root_dir runs/finetune --init_policy default
 
