@@ -8,7 +8,7 @@ alternates every round), so all see the same machine load. The result is the
 ratio of median step times, and the optimizer's state in bytes per trainable
 parameter.
 
-The controller has the size of the meta-trained policy (DESIGN.md: dense 256,
+The controller has the size of the meta-trained policy (dense 256,
 LSTM 256, dense 256, one head per hyperparameter) with random weights and a
 random but deterministic choice of actions; its cost does not depend on its
 weights. Timed blocks are a multiple of 50 steps so that every block holds

@@ -1,4 +1,4 @@
-"""History-CDF transform of the controller's features (DESIGN.md section 2).
+"""History-CDF transform of the controller's features (docs/design.md).
 
 Each raw feature is compared with its own past values in this run: per time
 horizon, an exponentially weighted mean and variance of the past values are

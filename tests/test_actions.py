@@ -1,4 +1,4 @@
-"""Actions move hyperparameters as DESIGN.md specifies and respect bounds."""
+"""Actions move hyperparameters as the paper specifies and respect bounds."""
 
 import math
 

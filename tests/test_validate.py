@@ -4,11 +4,11 @@ from training import validate
 
 
 def test_labels_are_the_shortest_path_suffixes_that_keep_policies_apart():
-    names = ["controller off", "default", "/runs/ft3/policies/iteration_00040", "/runs/ft4/policies/iteration_00040",
-             "/runs/ft4/policies/iteration_00020"]
+    names = ["controller off", "default", "/runs/a/policies/iteration_00040", "/runs/b/policies/iteration_00040",
+             "/runs/b/policies/iteration_00020"]
     assert validate.short_labels(names) == [
-        "controller off", "default", "ft3/policies/iteration_00040", "ft4/policies/iteration_00040",
-        "ft4/policies/iteration_00020"]
+        "controller off", "default", "a/policies/iteration_00040", "b/policies/iteration_00040",
+        "b/policies/iteration_00020"]
     assert validate.short_labels(["default", "runs/a"]) == ["default", "a"]
 
 

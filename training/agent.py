@@ -1,4 +1,4 @@
-"""The PPO agent (DESIGN.md section 2, "Agent").
+"""The PPO agent (docs/design.md, "Agent and tasks").
 
 Actor: dense 256 -> LayerNorm-LSTM 256 -> dense 256 -> one categorical head per
 hyperparameter, seeing only LHOPT's features (the deployed controller's input).
@@ -109,7 +109,7 @@ def _actor_preprocessing():
 
 @gin.configurable
 def create_networks(observation_spec, action_spec, input_fc=(256,), lstm_units=256, output_fc=(256,)):
-    """The actor and value networks (sizes from DESIGN.md)."""
+    """The actor and value networks (sizes as in the paper)."""
     actor = actor_distribution_rnn_network.ActorDistributionRnnNetwork(
         observation_spec,
         action_spec,
@@ -146,7 +146,7 @@ def create_agent(
     value_pred_loss_coef=0.5,
     gradient_clipping=0.5,
 ):
-    """A PPOClipAgent with DESIGN.md's settings as defaults (gin-configurable)."""
+    """A PPOClipAgent with the paper's settings as defaults (gin-configurable)."""
     actor, value = create_networks(time_step_spec.observation, action_spec)
     agent = ppo_clip_agent.PPOClipAgent(
         time_step_spec,

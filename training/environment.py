@@ -1,6 +1,6 @@
 """The meta-training environment: one episode is one training run of a task.
 
-LHOPT runs in external-control mode (DESIGN.md section 3: the environment
+LHOPT runs in external-control mode (docs/design.md, "One feature path": the environment
 drives the very optimizer users get). An episode:
 
 - `reset()` picks a task and the episode's initial hyperparameters (LHOPT's
@@ -19,8 +19,8 @@ the mean return of that task's (and start's) last `task_return_baseline`
 episodes, read from `stats_path` (every worker's episodes, and those of earlier
 starts of the run). The shaped return is then the episode's log speedup minus
 what the policy recently scored on that task: the advantage measures the
-controller rather than how easy the drawn task is (DESIGN.md lets the critic
-use "the baseline's reward statistics"). The baseline does not depend on the
+controller rather than how easy the drawn task is (the paper lets the critic
+use the baseline's reward statistics). The baseline does not depend on the
 episode's actions, so the policy gradient keeps its direction; episode records
 keep the unshaped return.
 

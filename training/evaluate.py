@@ -1,4 +1,4 @@
-"""Evaluates a controller on held-out tasks against Adam (DESIGN.md section 5).
+"""Evaluates a controller on held-out tasks against Adam (docs/design.md).
 
     python -m training.evaluate --policy default [--output_dir evaluation] [--update_readme]
 

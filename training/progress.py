@@ -3,12 +3,11 @@
 Every episode's return is its final clipped log speedup over the task's Adam
 baseline (0 = as fast as Adam at Keras' defaults, -3 the floor, log(reward.MAX_EXTRAPOLATION)
 the most a final value can be, as Adam's curve is extrapolated to at most that many times its
-budget; runs before 2026-12 used 2x, +0.69). For
+budget). For
 consecutive windows of episodes this reports the mean return, the geometric-mean
 speedup, how many episodes hit the floor or beat Adam, the mean return of the
 episodes that started near LHOPT's default learning rate (within 3x of
-`--near_lr`, by default the constructor's, where evaluation starts; runs before
-2026-12-02 were reported against 1e-3, the default then) and of those that started exactly at LHOPT's defaults
+`--near_lr`, by default the constructor's, where evaluation starts) and of those that started exactly at LHOPT's defaults
 (runs with `default_start_probability` > 0), and how far the policy moved the learning rate
 (mean log2 of final over initial lr). Task draws are noisy (an easy task scores high
 whatever the policy), so each window also has its mean return relative to the task:

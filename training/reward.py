@@ -1,4 +1,4 @@
-"""The speedup reward (DESIGN.md section 2, "Reward").
+"""The speedup reward (docs/design.md, "Reward").
 
 The Adam baseline's eval-loss curve (with the loss at initialisation as its
 step-0 point) is fitted by a power law

@@ -1,4 +1,4 @@
-"""Trains a task in XLA-compiled chunks (DESIGN.md section 3).
+"""Trains a task in XLA-compiled chunks (docs/design.md).
 
 One chunk is `control_every` optimizer steps inside one
 `tf.function(jit_compile=True)` loop: batches are drawn by index from tensors

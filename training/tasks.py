@@ -1,4 +1,4 @@
-"""The meta-training task distribution (DESIGN.md section 2, "Task distribution").
+"""The meta-training task distribution (docs/design.md, "Agent and tasks").
 
 A task is a small training problem: a model, its data, a loss, a batch size, a
 step budget split into control steps, and randomised initial optimizer
@@ -31,7 +31,7 @@ FAMILIES = ("quadratic", "sequence", "image_mlp", "image_cnn", "tabular_mlp", "c
 ACTIVATIONS = ("relu", "tanh", "gelu", "silu", "elu")
 NORMALISATIONS = ("none", "batch", "layer")
 
-# Episodes have 2-128 control steps (DESIGN.md); step budgets stay small so a
+# Episodes have 2-128 control steps (as in the paper); step budgets stay small so a
 # task trains in seconds to minutes on a CPU.
 MIN_CONTROL_STEPS, MAX_CONTROL_STEPS = 2, 128
 MIN_STEPS, MAX_STEPS = 100, 2000
@@ -42,7 +42,7 @@ LONG_RUN_FAMILIES = ("quadratic", "image_mlp", "tabular_mlp")
 LONG_RUN_MIN_STEPS, LONG_RUN_MAX_STEPS = 4000, 20000
 # Long runs only on datasets this large: thousands of steps on a small table
 # (breast_cancer, 455 rows) overfit, Adam's eval loss goes down then up, and every
-# episode scored the floor (-3) whatever the policy did (run ft2).
+# episode scored the floor (-3) whatever the policy did.
 LONG_RUN_MIN_TRAIN_EXAMPLES = 4000
 
 # Largest eval set, in examples (or text windows): the reward needs an eval

@@ -1,4 +1,4 @@
-"""Meta-trains the controller with PPO (DESIGN.md section 2).
+"""Meta-trains the controller with PPO (docs/design.md).
 
     python -m training.train --root_dir runs/ppo [--gin_file training/configs/ppo.gin ...] [--gin_param X=Y ...]
 

@@ -47,7 +47,7 @@ CONTROLLER_OFF = "controller off"
 
 def short_labels(names):
     """Each name cut to the fewest trailing path parts that keep the labels apart:
-    snapshots of different runs share folder names (runs/ft3/policies/iteration_00040)."""
+    snapshots of different runs share folder names (runs/a/policies/iteration_00040)."""
     for parts in range(1, max(len(pathlib.Path(n).parts) for n in names) + 1):
         labels = ["/".join(pathlib.Path(n).parts[-parts:]) for n in names]
         if len(set(labels)) == len(labels):
