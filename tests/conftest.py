@@ -7,8 +7,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
-# The scripts in benchmarks/ and research/ are not packages; tests import them by name.
-for _folder in ("benchmarks", "research"):
+# The scripts in benchmarks/, research/ and examples/ are not packages; tests import them by name.
+for _folder in ("benchmarks", "research", "examples"):
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / _folder))
 
 # Two logical CPU devices, so MirroredStrategy can be tested on one CPU. This

@@ -43,3 +43,14 @@ def test_rule_based_controller_script(tmp_path):
     assert (tmp_path / "controller" / "keras_lopt_controller.json").is_file()
     rows = [line.split() for line in result.stdout.splitlines() if line.strip()[:1].isdigit()]
     assert len(rows) == 2 and all(np.isfinite(float(v)) for row in rows for v in row[1:])
+
+
+def test_the_readme_usage_snippet_runs():
+    import re
+
+    from keras_lopt.hyperparameters import HYPERPARAMETERS
+
+    snippet = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)[0]
+    namespace = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)
+    assert set(namespace["model"].optimizer.hyperparameters) == set(HYPERPARAMETERS)

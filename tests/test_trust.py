@@ -53,7 +53,7 @@ class KerasController(keras.layers.Layer):
 
 def test_our_controllers_pass_the_check(tmp_path):
     assert _ops(controller.resolve("default")) == {}
-    import examples.rule_based_controller as rule_based
+    import rule_based_controller as rule_based
 
     save_controller(tmp_path / "rule", rule_based.act, state_size=1)
     assert _ops(tmp_path / "rule") == {}
