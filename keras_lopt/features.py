@@ -129,15 +129,15 @@ FLAGS = (
 )
 
 
-def _horizon_names(name):
+def horizon_names(name):
     return [f"{name}_cdf_h{h:g}" for h in HISTORY_HORIZONS]
 
 
 FEATURE_NAMES = (
     FLAGS
     + SHOWN
-    + tuple(n for name in TRANSFORMED for n in _horizon_names(name))
-    + tuple(_horizon_names("val_loss"))
+    + tuple(n for name in TRANSFORMED for n in horizon_names(name))
+    + tuple(horizon_names("val_loss"))
     + tuple(
         f"previous_{head.hyperparameter}_{choice:g}"
         for head in ACTION_HEADS
@@ -237,11 +237,28 @@ def tensor_statistics(g, m_hat, v, u, p, epsilon, step_size):
     return tf.stack(values), p_norm, step_size * u_norm
 
 
+def _by_name(names, values, what):
+    if set(values) != set(names):
+        missing, unknown = sorted(set(names) - set(values)), sorted(set(values) - set(names))
+        raise ValueError(f"{what} needs exactly {names}; missing {missing}, unknown {unknown}.")
+    return tf.stack([tf.cast(values[name], tf.float32) for name in names])
+
+
+def flags(**values):
+    """The `FLAGS` vector, float32 `[len(FLAGS)]`, from one value per flag name."""
+    return _by_name(FLAGS, values, "flags")
+
+
+def critic_observation(**values):
+    """The critic's extra inputs, float32 `[NUM_CRITIC_FEATURES]`, from one value per `CRITIC_FEATURE_NAMES` name."""
+    return _by_name(CRITIC_FEATURE_NAMES, values, "critic_observation")
+
+
 def observation(flags, raw, val_loss_cdf, previous_action, history):
     """Assembles the controller's observation and updates the history.
 
     Args:
-        flags: float32 `[len(FLAGS)]`.
+        flags: float32 `[len(FLAGS)]` (see `flags`).
         raw: dict name -> float32 scalar, one entry per name in `TRANSFORMED`.
         val_loss_cdf: float32 `[H]`, the validation loss's history CDFs.
         previous_action: int `[len(ACTION_HEADS)]`.

@@ -11,6 +11,7 @@ import tensorflow as tf
 from keras.src.saving import serialization_lib
 
 from keras_lopt import actions, features
+from keras_lopt.control import FALLBACK_CONTROL_EVERY, ControlLoop, control_every_for
 from keras_lopt.controller import Controller
 from keras_lopt.hyperparameters import DEFAULTS, HYPERPARAMETERS, TABLE, did_you_mean, stored_value
 from keras_lopt.hyperparameters import validate as validate_hyperparameter
@@ -29,14 +30,6 @@ DEFAULT_MAX_LEARNING_RATE = 4e-2
 _CLIP_DENOMINATOR_EPS = 1e-6
 _TRUST_RATIO_MIN_NORM = 1e-8
 _TRUST_RATIO_FLOOR = 1e-3
-
-# With control_every=None the controller acts about AUTO_CONTROL_STEPS times in
-# a run of known length, and every FALLBACK_CONTROL_EVERY steps while the run
-# length is unknown. The packaged controller was meta-trained on runs of 2-128
-# control steps, last at 32-80; acting far more often compounds its per-step
-# moves (docs/design.md, "Decisions").
-AUTO_CONTROL_STEPS = 50
-FALLBACK_CONTROL_EVERY = 10
 
 _OWN_ARGUMENTS = tuple(HYPERPARAMETERS) + (
     "max_learning_rate", "policy", "total_steps", "control_every", "safe_mode", "name"
@@ -99,11 +92,6 @@ def _trust_ratio(parameter_norm, mean_update_norm):
     usable = (parameter_norm >= _TRUST_RATIO_MIN_NORM) & (mean_update_norm >= _TRUST_RATIO_MIN_NORM)
     ratio = parameter_norm / tf.maximum(mean_update_norm, _TRUST_RATIO_MIN_NORM)
     return tf.where(usable, tf.maximum(ratio, _TRUST_RATIO_FLOOR), 1.0)
-
-
-def control_every_for(total_steps, control_steps=AUTO_CONTROL_STEPS):
-    """The interval at which a run of `total_steps` has about `control_steps` control steps (at least 1)."""
-    return max(1, total_steps // control_steps)
 
 
 def validate_max_learning_rate(value):
@@ -274,8 +262,13 @@ class LHOPT(keras.optimizers.Optimizer):
         self._gradient_norm_max = self._scalar_variable("gradient_norm_max")
         self._bias_correction_1 = self._scalar_variable("bias_correction_1")
         self._did_clip = self._scalar_variable("did_clip")
+        # The in-graph control loop, when features are computed.
+        self._control = None
         if self.controller_on:
-            self._create_control_variables()
+            self._control = ControlLoop(
+                self._scalar_variable, self._hyperparameter_variables, initial, controller,
+                self.moved_hyperparameters, self._total_steps or 0, self.control_every,
+            )
 
     def _scalar_variable(self, name, value=0.0, shape=(), dtype="float32", aggregation="only_first_replica"):
         def initializer(shape, dtype):
@@ -288,57 +281,6 @@ class LHOPT(keras.optimizers.Optimizer):
             aggregation=aggregation,
             name=name,
         )
-
-    def _create_control_variables(self):
-        """State of the features and of the controller, kept in variables so
-        that it compiles under XLA and is checkpointed with the optimizer."""
-        history_shape = (len(features.TRANSFORMED), len(features.HISTORY_HORIZONS))
-        state_size = self._controller.state_size if self._controller else 0
-        variable = self._scalar_variable
-        # Everything `_control` rewrites on a control step, by name.
-        self._control_variables = {
-            "update_count": variable("update_count", 0, dtype="int64"),
-            "history_weight": variable("history_weight", 0.0, history_shape),
-            "history_mean": variable("history_mean", 0.0, history_shape),
-            "history_var": variable("history_var", 0.0, history_shape),
-            "observation": variable("observation", 0.0, (features.NUM_FEATURES,)),
-            "critic_observation": variable(
-                "critic_observation", 0.0, (features.NUM_CRITIC_FEATURES,)
-            ),
-            "previous_action": variable(
-                "previous_action", actions.NOOP_ACTION, (len(actions.ACTION_HEADS),), "int32"
-            ),
-            "controller_state": variable("controller_state", 0.0, (state_size,)),
-            "previous_loss": variable("previous_loss", math.nan),
-            "previous_step_norm": variable("previous_step_norm", 0.0),
-            "previous_parameter_norm": variable("previous_parameter_norm", 0.0),
-            # The loss seen by scale_loss since the last control step.
-            "loss_sum": variable("loss_sum", 0.0),
-            "loss_count": variable("loss_count", 0.0),
-            **self._hyperparameter_variables,
-        }
-        # The values the controller's "relative to initial" features count from: the
-        # constructor's, or those of `reset_hyperparameters`. Variables, so that a
-        # compiled step need not be retraced when they change.
-        self._reference_hyperparameters = {
-            hp.name: variable(f"initial_{hp.stored_as}", hp.stored(self.initial_hyperparameters[hp.name]))
-            for hp in TABLE
-        }
-        self._total_steps_variable = variable("total_steps", float(self._total_steps or 0))
-        # A variable, so that a compiled step follows a total_steps set later.
-        self._control_every_variable = variable("control_every", self.control_every, dtype="int64")
-        # Validation loss: written eagerly by observe_validation_loss.
-        self._val_loss = variable("val_loss", math.nan)
-        # (seen, is_nan, is_inf, history CDFs...).
-        self._val_loss_features = variable(
-            "val_loss_features",
-            [0.0] * 3 + [0.5] * len(features.HISTORY_HORIZONS),
-            (3 + len(features.HISTORY_HORIZONS),),
-        )
-        self._val_history = [
-            variable(f"val_loss_history_{part}", 0.0, (1, len(features.HISTORY_HORIZONS)))
-            for part in ("weight", "mean", "var")
-        ]
 
     @property
     def controller_on(self):
@@ -360,8 +302,7 @@ class LHOPT(keras.optimizers.Optimizer):
             raise ValueError(f"LHOPT total_steps must be a positive int or None; got {value!r}.")
         self._total_steps = None if value is None else int(value)
         if self.controller_on:
-            self._total_steps_variable.assign(float(self._total_steps or 0))
-            self._control_every_variable.assign(self.control_every)
+            self._control.set_run_length(self._total_steps, self.control_every)
 
     @property
     def control_every(self):
@@ -387,14 +328,27 @@ class LHOPT(keras.optimizers.Optimizer):
         laid out as `keras_lopt.features.FEATURE_NAMES` (zeros before the
         first control step)."""
         self._require_controller("observation")
-        return keras.ops.convert_to_numpy(self._control_variables["observation"])
+        return keras.ops.convert_to_numpy(self._control.variables["observation"])
 
     @property
     def critic_observation(self):
         """Extra inputs for a critic at the last control step, laid out as
         `keras_lopt.features.CRITIC_FEATURE_NAMES`; never shown to the controller."""
         self._require_controller("critic_observation")
-        return keras.ops.convert_to_numpy(self._control_variables["critic_observation"])
+        return keras.ops.convert_to_numpy(self._control.variables["critic_observation"])
+
+    @property
+    def controller_state(self):
+        """The controller's recurrent state after the last control step, a NumPy vector."""
+        self._require_controller("controller_state")
+        return keras.ops.convert_to_numpy(self._control.variables["controller_state"])
+
+    @property
+    def control_start(self):
+        """The stored hyperparameters (variables, 1 - beta for the betas) that the
+        controller's "relative to start" features count from."""
+        self._require_controller("control_start")
+        return self._control.start
 
     def observe_validation_loss(self, value):
         """Feeds a validation loss (eagerly, for example from a callback).
@@ -404,14 +358,7 @@ class LHOPT(keras.optimizers.Optimizer):
         losses of this run; never raw.
         """
         self._require_controller("observe_validation_loss")
-        value = float(value)
-        history = tuple(tf.convert_to_tensor(v) for v in self._val_history)
-        cdf, history = features.history_cdf(tf.constant([value]), history)
-        for variable, new in zip(self._val_history, history):
-            variable.assign(new)
-        flags = [1.0, float(math.isnan(value)), float(math.isinf(value))]
-        self._val_loss_features.assign(tf.concat([flags, cdf[0]], 0))
-        self._val_loss.assign(value)
+        self._control.observe_validation_loss(value)
 
     def build(self, var_list):
         if self.built:
@@ -461,7 +408,7 @@ class LHOPT(keras.optimizers.Optimizer):
         self._assign(self._hyperparameter_variables, checked)
         self.initial_hyperparameters.update(checked)
         if self.controller_on:
-            self._assign(self._reference_hyperparameters, checked)
+            self._assign(self._control.start, checked)
 
     @staticmethod
     def _assign(variables, values):
@@ -486,13 +433,13 @@ class LHOPT(keras.optimizers.Optimizer):
         if amounts is None:
             amounts = actions.chosen_amounts(action)
         stored = {name: tf.convert_to_tensor(v) for name, v in self._hyperparameter_variables.items()}
-        moved = self._moved(stored, amounts)
+        moved = self.moved_hyperparameters(stored, amounts)
         for name, value in moved.items():
             self._hyperparameter_variables[name].assign(value)
         if self.controller_on:
-            self._control_variables["previous_action"].assign(action)
+            self._control.variables["previous_action"].assign(action)
 
-    def _moved(self, stored, amounts):
+    def moved_hyperparameters(self, stored, amounts):
         """The stored hyperparameters moved by `amounts`, the learning rate kept at
         or below `max_learning_rate` (or where it was, if higher)."""
         moved = actions.apply_amounts(stored, amounts)
@@ -506,13 +453,7 @@ class LHOPT(keras.optimizers.Optimizer):
         # Keras' TensorFlow train_step passes every step's loss through here:
         # the controller's loss features come from it.
         if self.controller_on:
-            seen = tf.stop_gradient(tf.cast(loss, tf.float32))
-            replica_context = tf.distribute.get_replica_context()
-            if replica_context is not None:
-                # Each replica sees its share of the mean loss: sum them.
-                seen = replica_context.all_reduce(tf.distribute.ReduceOp.SUM, seen)
-            self._control_variables["loss_sum"].assign_add(seen)
-            self._control_variables["loss_count"].assign_add(1.0)
+            self._control.record_loss(loss)
         return super().scale_loss(loss)
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
@@ -532,7 +473,7 @@ class LHOPT(keras.optimizers.Optimizer):
             warnings.warn(_unknown_run_length_message(self._controller), stacklevel=2)
         if self.controller_on:
             # After the update, so that the features see the new state.
-            control = self._control_step(grads, variables, step)
+            control = self._control.step(grads, variables, step, self._tensor_statistics)
             merge_call(self._assign_control, self._distribution_strategy, control)
 
     def _global_step(self, grads):
@@ -572,7 +513,7 @@ class LHOPT(keras.optimizers.Optimizer):
 
     def _assign_control(self, distribution, control):
         for name, value in control.items():
-            variable = self._control_variables[name].value
+            variable = self._control.variables[name].value
             distribution.extended.update(variable, _assign, args=(value,), group=False)
 
     def _update_tensor(self, variable, grad, step):
@@ -636,111 +577,6 @@ class LHOPT(keras.optimizers.Optimizer):
             )
             lr = lr * _trust_ratio(tf.norm(p), mean_update_norm)
         return features.tensor_statistics(g, m_hat, v, u, p, step["epsilon"], lr)
-
-    def _control_step(self, grads, variables, step):
-        """New values of the control variables after this step, by name.
-
-        On every `control_every`-th update the features are computed and the
-        controller acts; on other steps only the update counter moves.
-        """
-        current = {name: tf.convert_to_tensor(v) for name, v in self._control_variables.items()}
-        count = current["update_count"] + 1
-        new = tf.cond(
-            tf.equal(count % tf.convert_to_tensor(self._control_every_variable), 0),
-            lambda: self._control(grads, variables, step, current, count),
-            lambda: dict(current),
-        )
-        new["update_count"] = count
-        return new
-
-    def _control(self, grads, variables, step, current, count):
-        """Features, observation and the controller's action (docs/design.md, "Features")."""
-        finite = step["finite"]
-        statistics, parameter_norms, step_norms = [], [], []
-        for grad, variable in zip(grads, variables):
-            tensor_statistics, parameter_norm, step_norm = self._tensor_statistics(variable, grad, step)
-            statistics.append(tensor_statistics)
-            parameter_norms.append(parameter_norm)
-            step_norms.append(step_norm)
-        statistics = tf.reduce_mean(tf.stack(statistics), axis=0)
-        parameter_norm = tf.norm(tf.stack(parameter_norms))
-        step_norm = tf.norm(tf.stack(step_norms))
-
-        loss_seen = current["loss_count"] > 0.0
-        loss = tf.where(loss_seen, current["loss_sum"] / tf.maximum(current["loss_count"], 1.0), math.nan)
-        previous_loss = current["previous_loss"]
-        comparable = (loss > 0.0) & (previous_loss > 0.0) & tf.math.is_finite(loss * previous_loss)
-
-        def log_ratio(now, before, usable):
-            return tf.where(usable, features.safe_log(now) - features.safe_log(before), 0.0)
-
-        def squashed_ratio(now, before):
-            return tf.tanh(log_ratio(now, before, finite & (before > 0.0)))
-
-        raw = dict(zip(features.STATISTICS, tf.unstack(tf.concat([[step["did_clip"]], statistics], 0))))
-        raw["train_loss_log_ratio"] = log_ratio(loss, previous_loss, comparable)
-        raw["step_norm_log_ratio"] = squashed_ratio(step_norm, current["previous_step_norm"])
-        raw["parameter_norm_log_ratio"] = squashed_ratio(parameter_norm, current["previous_parameter_norm"])
-        raw["train_loss"] = loss
-        stored = {name: current[name] for name in HYPERPARAMETERS}
-        start = {name: tf.convert_to_tensor(v) for name, v in self._reference_hyperparameters.items()}
-        raw.update(features.relative_to_start(stored, start))
-
-        total_steps = tf.convert_to_tensor(self._total_steps_variable)
-        steps = tf.cast(count, tf.float32)
-        flags = tf.stack(
-            [
-                tf.where(total_steps > 0.0, steps / tf.maximum(total_steps, 1.0), 0.0),
-                tf.cast(total_steps > 0.0, tf.float32),
-                tf.cast(loss_seen, tf.float32),
-                tf.cast(loss_seen & tf.math.is_nan(loss), tf.float32),
-                tf.cast(loss_seen & tf.math.is_inf(loss), tf.float32),
-            ]
-        )
-        val_loss_features = tf.convert_to_tensor(self._val_loss_features)
-        history = (current["history_weight"], current["history_mean"], current["history_var"])
-        observation, history = features.observation(
-            tf.concat([flags, val_loss_features[:3]], 0),
-            raw,
-            val_loss_features[3:],
-            current["previous_action"],
-            history,
-        )
-        critic_observation = tf.stack(
-            [
-                loss,
-                tf.convert_to_tensor(self._val_loss),
-                tf.math.log(steps),
-                features.safe_log(total_steps),
-                features.safe_log(step["gradient_norm"]),
-                features.safe_log(parameter_norm),
-                features.safe_log(step_norm),
-            ]
-            + [features.safe_log(stored[head.hyperparameter]) for head in actions.ACTION_HEADS]
-        )
-
-        action, state = current["previous_action"], current["controller_state"]
-        if self._controller is not None:
-            action, amounts, state = self._controller.move(observation, state)
-            stored = self._moved(stored, amounts)
-
-        new = dict(current)
-        new.update(stored)
-        new.update(
-            history_weight=history[0],
-            history_mean=history[1],
-            history_var=history[2],
-            observation=observation,
-            critic_observation=critic_observation,
-            previous_action=action,
-            controller_state=state,
-            previous_loss=tf.where(loss_seen, loss, previous_loss),
-            previous_step_norm=tf.where(finite, step_norm, current["previous_step_norm"]),
-            previous_parameter_norm=tf.where(finite, parameter_norm, current["previous_parameter_norm"]),
-            loss_sum=tf.zeros_like(current["loss_sum"]),
-            loss_count=tf.zeros_like(current["loss_count"]),
-        )
-        return new
 
     def get_config(self):
         """The constructor arguments; hyperparameters are the initial values.

@@ -108,9 +108,9 @@ def replay(controller, optimizer, observations, own):
 
     relative_names = [f"{head.hyperparameter}_log_relative" for head in actions.ACTION_HEADS]
     raw_index = [features.FEATURE_NAMES.index(n) for n in relative_names]
-    cdf_index = [features.FEATURE_NAMES.index(c) for n in relative_names for c in features._horizon_names(n)]
+    cdf_index = [features.FEATURE_NAMES.index(c) for n in relative_names for c in features.horizon_names(n)]
     previous_index = [i for i in own if features.FEATURE_NAMES[i].startswith("previous_")]
-    initial = {name: tf.convert_to_tensor(v) for name, v in optimizer._reference_hyperparameters.items()}
+    initial = {name: tf.convert_to_tensor(v) for name, v in optimizer.control_start.items()}
     stored = dict(initial)
     history = features.empty_history(len(relative_names))
     previous = tf.constant(actions.NOOP_ACTION, tf.int32)
@@ -125,7 +125,7 @@ def replay(controller, optimizer, observations, own):
         observation[previous_index] = np.concatenate(
             [np.eye(len(head.choices))[int(a)] for head, a in zip(actions.ACTION_HEADS, previous.numpy())])
         action, amounts, state = controller.move(tf.constant(observation, tf.float32), state)
-        stored = optimizer._moved(stored, amounts)
+        stored = optimizer.moved_hyperparameters(stored, amounts)
         previous = action
         learning_rates.append(float(stored["learning_rate"]))
         replayed.append(observation)

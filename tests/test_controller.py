@@ -76,8 +76,7 @@ def test_doubling_controller_inside_fit(doubling_controller, jit_compile):
     assert opt.hyperparameters["learning_rate"] == pytest.approx(1e-5 * 2**control_steps, rel=1e-5)
     others = {k: v for k, v in opt.hyperparameters.items() if k != "learning_rate"}
     assert others == pytest.approx({k: v for k, v in opt.initial_hyperparameters.items() if k in others})
-    state = keras.ops.convert_to_numpy(opt._control_variables["controller_state"])
-    np.testing.assert_array_equal(state, [control_steps] * 2)
+    np.testing.assert_array_equal(opt.controller_state, [control_steps] * 2)
     previous = [_feature(opt.observation, f"previous_learning_rate_{c:g}") for c in actions.ACTION_HEADS[0].choices]
     assert previous[LR_DOUBLE] == 1.0 and sum(previous) == 1.0
     assert _feature(opt.observation, "learning_rate_log_relative") == pytest.approx(
@@ -88,19 +87,19 @@ def test_doubling_controller_inside_fit(doubling_controller, jit_compile):
 def test_default_cadence_follows_total_steps_in_the_compiled_step(doubling_controller):
     x, y = _data()  # 8 steps per epoch
     opt = LHOPT(learning_rate=1e-5, max_learning_rate=None, policy=str(doubling_controller))
-    assert opt.control_every == keras_lopt.lhopt.FALLBACK_CONTROL_EVERY == 10
+    assert opt.control_every == keras_lopt.control.FALLBACK_CONTROL_EVERY == 10
     model = _model(opt)
     _fit(model, 2, x, y)  # steps 1-16: the controller acts at step 10
     assert opt.hyperparameters["learning_rate"] == pytest.approx(1e-5 * 2, rel=1e-5)
     train_function = model.train_function
-    opt.total_steps = 4 * keras_lopt.lhopt.AUTO_CONTROL_STEPS  # every 4
+    opt.total_steps = 4 * keras_lopt.control.AUTO_CONTROL_STEPS  # every 4
     assert opt.control_every == 4
     _fit(model, 3, x, y)  # steps 17-40: at 20, 24, ..., 40
     assert model.train_function is train_function  # not retraced: the cadence is a variable
     assert opt.hyperparameters["learning_rate"] == pytest.approx(1e-5 * 2**7, rel=1e-5)
     assert opt.get_config()["control_every"] is None  # a reloaded optimizer keeps following total_steps
-    assert LHOPT(total_steps=keras_lopt.lhopt.AUTO_CONTROL_STEPS - 1).control_every == 1
-    assert LHOPT(total_steps=20000).control_every == 20000 // keras_lopt.lhopt.AUTO_CONTROL_STEPS
+    assert LHOPT(total_steps=keras_lopt.control.AUTO_CONTROL_STEPS - 1).control_every == 1
+    assert LHOPT(total_steps=20000).control_every == 20000 // keras_lopt.control.AUTO_CONTROL_STEPS
     assert LHOPT(total_steps=20000, control_every=7).control_every == 7
 
 

@@ -72,7 +72,7 @@ def test_shrunken_evaluation_writes_results_plots_and_readme_table(tmp_path, mon
         assert (out / r["plot"]).stat().st_size > 1000
         assert len(r["lhopt_hyperparameters"]) == r["budget"] // 10
         # LHOPT is built as a user builds it: its cadence follows the budget.
-        assert r["lhopt_control_every"] == max(1, r["budget"] // keras_lopt.lhopt.AUTO_CONTROL_STEPS)
+        assert r["lhopt_control_every"] == max(1, r["budget"] // keras_lopt.control.AUTO_CONTROL_STEPS)
         # The best cosine run's own speedup over Adam, from the same curves.
         adam, cosine = r["curves"]["adam"], r["curves"][f"cosine_adam_lr{r['best_cosine_learning_rate']:g}"]
         assert (r["best_cosine_adam_speedup_over_adam"], r["best_cosine_adam_speedup_capped"]) == evaluate.speedup(

@@ -172,7 +172,7 @@ def test_control_steps_range_changes_only_the_control_steps():
 
 
 def test_training_config_trains_around_the_deployed_cadence():
-    from keras_lopt.lhopt import AUTO_CONTROL_STEPS
+    from keras_lopt.control import AUTO_CONTROL_STEPS
 
     config = (pathlib.Path(tasks.__file__).parent / "configs" / "ppo.gin").read_text()
     bindings = {k: int(v) for k, v in re.findall(r"^train_eval\.(m\w+_control_steps) = (\d+)", config, re.M)}

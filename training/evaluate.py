@@ -45,7 +45,7 @@ import time
 import numpy as np
 
 from keras_lopt.hyperparameters import HYPERPARAMETERS, stored_value
-from keras_lopt.lhopt import AUTO_CONTROL_STEPS
+from keras_lopt.control import AUTO_CONTROL_STEPS
 from training import reward, runner, tasks
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"

@@ -5,7 +5,7 @@ would make that score optimistic, so candidates are compared here instead: tasks
 drawn by the meta-training sampler with seeds outside the training pool (default
 1000-1011; the pool uses 0-35), every run starting from LHOPT's default
 hyperparameters and at LHOPT's default control cadence (about
-keras_lopt.lhopt.AUTO_CONTROL_STEPS control steps per run, or --control_steps) as a
+keras_lopt.control.AUTO_CONTROL_STEPS control steps per run, or --control_steps) as a
 user's would, scored by the meta-training reward (clipped
 log speedup over the task's cached Adam baseline; 0 = Adam's pace, -3 the floor,
 log(reward.MAX_EXTRAPOLATION) the most a final score can be, as Adam's curve is
@@ -38,7 +38,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 import keras_lopt  # noqa: E402
-from keras_lopt.lhopt import control_every_for  # noqa: E402
+from keras_lopt.control import control_every_for  # noqa: E402
 from training import baselines, reward, runner, tasks  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "research" / "results" / "validate_policies.json"
