@@ -33,7 +33,6 @@ Writes the results JSON and a markdown table beside it (same name, .md).
 
 import argparse
 import json
-import math
 import pathlib
 import sys
 

@@ -13,13 +13,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # Two tiny tasks, small networks, two iterations: a smoke run, not a result.
 _SMOKE_GIN = [
-    "train_eval.task_pool_size=2",
-    "train_eval.long_run_pool_size=0",
-    "train_eval.families=('quadratic', 'tabular_mlp')",
-    "train_eval.min_steps=20",
-    "train_eval.max_steps=60",
-    "train_eval.min_control_steps=2",
-    "train_eval.max_control_steps=16",
+    "TaskDistribution.pool_size=2",
+    "TaskDistribution.long_run_pool_size=0",
+    "TaskDistribution.families=('quadratic', 'tabular_mlp')",
+    "TaskDistribution.min_steps=20",
+    "TaskDistribution.max_steps=60",
+    "TaskDistribution.min_control_steps=2",
+    "TaskDistribution.max_control_steps=16",
     "train_eval.collect_episodes_per_iteration=2",
     "train_eval.num_parallel_environments=2",
     "create_agent.num_epochs=2",
@@ -162,18 +162,18 @@ print("sampled moves ok")
 
     # A new run can start from the exported policy (fine-tuning) instead of random weights.
     script = f"""
-from training import train  # first: it selects Keras 2 for TF-Agents before TensorFlow loads
+from training import policy_io, train  # first: the training package selects Keras 2 for TF-Agents
 import numpy as np, tensorflow as tf
 train.parse_gin([], {_SMOKE_GIN!r})
-agent = train.create_agent_for_root({str(tmp_path / "fresh")!r})[0]
+agent = policy_io.create_agent_for_root({str(tmp_path / "fresh")!r})[0]
 saved = [v.numpy() for v in tf.saved_model.load({str(policy / "tf_agents_policy")!r}).model_variables]
 before = [v.numpy() for v in agent.policy.variables()]
 assert not all(np.array_equal(a, b) for a, b in zip(before, saved)), "a fresh agent already had the weights"
-train.warm_start(agent, {str(policy)!r})
+policy_io.warm_start(agent, {str(policy)!r})
 after = [v.numpy() for v in agent.policy.variables()]
 assert len(after) == len(saved) and all(np.array_equal(a, b) for a, b in zip(after, saved))
 # Scaled logits: each head's output layer (kernel and bias) times the scale, all else as saved.
-train.warm_start(agent, {str(policy)!r}, logit_scale=3.0)
+policy_io.warm_start(agent, {str(policy)!r}, logit_scale=3.0)
 scaled = [("/logits/" in v.name, v.numpy()) for v in agent.policy.variables()]
 assert sum(is_logits for is_logits, _ in scaled) == 2 * len(agent.action_spec)
 for (is_logits, a), b in zip(scaled, saved):
@@ -205,8 +205,8 @@ def test_train_bad_settings_are_usage_errors(tmp_path):
     for params, message in ((["--gin_param", "train_eval.init_logit_scale=3.0"], "set init_policy too"),
                             (["--init_policy", "default", "--gin_param", "train_eval.init_logit_scale=0.0"],
                              "must be a positive finite number"),
-                            (["--gin_param", "train_eval.min_control_steps=9", "--gin_param",
-                              "train_eval.max_control_steps=3"], "control_steps")):
+                            (["--gin_param", "TaskDistribution.min_control_steps=9", "--gin_param",
+                              "TaskDistribution.max_control_steps=3"], "control_steps")):
         command = [sys.executable, "-m", "training.train", "--root_dir", str(tmp_path / "run"), *params]
         result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -226,15 +226,22 @@ def test_export_logit_scale_needs_policy_and_a_positive_scale(tmp_path):
         assert not (tmp_path / "x").exists()
 
 
+def _one_quadratic(min_steps, max_steps, **settings):
+    """A pool of one quadratic task (seed 3)."""
+    from training import tasks
+
+    return tasks.TaskDistribution(families=("quadratic",), first_seed=3, pool_size=1, min_steps=min_steps,
+                                  max_steps=max_steps, **settings)
+
+
 def test_environment_episode_rewards_telescope(tmp_path):
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     from tf_agents.environments import utils
 
     from keras_lopt import actions
     from training import environment
 
     env = environment.LHOPTEnvironment(
-        seed=1, task_seeds=(3,), families=("quadratic",), min_steps=30, max_steps=40,
+        seed=1, distribution=_one_quadratic(30, 40),
         baseline_dir=tmp_path / "baselines", stats_path=tmp_path / "episodes.jsonl",
     )
     utils.validate_py_environment(env, episodes=1)
@@ -261,33 +268,30 @@ def test_environment_episode_rewards_telescope(tmp_path):
     np.testing.assert_array_equal(huge, np.float32([0.0, 1e3, -1e3, 1e3, 0.5]))
 
 
-def test_environment_long_task_seeds_are_long_runs_of_cheap_families(tmp_path):
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    from training import environment, tasks
+def test_long_run_seeds_are_long_runs_of_cheap_families():
+    from training import tasks
 
-    env = environment.LHOPTEnvironment(task_seeds=range(6), long_task_seeds=range(6, 12), balance_families=True,
-                                       baseline_dir=tmp_path / "baselines")
-    short = [env._spec(seed) for seed in range(6)]
-    long = [env._spec(seed) for seed in range(6, 12)]
+    distribution = tasks.TaskDistribution(pool_size=6, long_run_pool_size=6, balance_families=True)
+    short = [distribution.sample(seed) for seed in range(6)]
+    long = [distribution.sample(seed) for seed in range(6, 12)]
     assert {s.family for s in short} == set(tasks.FAMILIES)
     assert {s.family for s in long} == set(tasks.LONG_RUN_FAMILIES)
     assert all(s.total_steps <= tasks.MAX_STEPS for s in short)
     assert all(tasks.LONG_RUN_MIN_STEPS * 0.9 <= s.total_steps <= tasks.LONG_RUN_MAX_STEPS for s in long)
-    assert sorted({env._spec(s).key for s in env._task_seeds}) == sorted({s.key for s in short + long})
-    with pytest.raises(ValueError, match="both task_seeds and long_task_seeds"):
-        environment.LHOPTEnvironment(task_seeds=(1, 2), long_task_seeds=(2, 3))
+    assert distribution.seeds == tuple(range(12)) and distribution.long_run_seeds == tuple(range(6, 12))
     with pytest.raises(ValueError, match="long-run families"):
-        environment.LHOPTEnvironment(task_seeds=(1,), long_task_seeds=(2,), families=("char_lm",))
+        tasks.TaskDistribution(pool_size=1, long_run_pool_size=1, families=("char_lm",))
+    with pytest.raises(ValueError, match="Unknown or no task families"):
+        tasks.TaskDistribution(families=("mnist",))
 
 
 def test_environment_draws_each_episodes_start(tmp_path):
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     from keras_lopt import actions
     from training import environment, tasks
 
     env = environment.LHOPTEnvironment(
-        seed=0, task_seeds=(3,), families=("quadratic",), min_steps=20, max_steps=30,
-        baseline_dir=tmp_path / "baselines", stats_path=tmp_path / "episodes.jsonl", default_start_probability=0.5,
+        seed=0, distribution=_one_quadratic(20, 30, default_start_probability=0.5),
+        baseline_dir=tmp_path / "baselines", stats_path=tmp_path / "episodes.jsonl",
     )
     for _ in range(6):
         time_step = env.reset()
@@ -307,17 +311,16 @@ def test_environment_draws_each_episodes_start(tmp_path):
     randomised = [r["initial_hyperparameters"]["learning_rate"] for r in records if not r["default_start"]]
     assert len(set(randomised)) == len(randomised)  # drawn per episode, not fixed per task
     with pytest.raises(ValueError, match="default_start_probability"):
-        environment.LHOPTEnvironment(task_seeds=(3,), default_start_probability=2.0)
+        tasks.TaskDistribution(default_start_probability=2.0)
 
 
 def test_environment_task_return_baseline_shapes_rewards_by_the_tasks_recent_returns(tmp_path):
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     from keras_lopt import actions
     from training import environment
 
     stats = tmp_path / "episodes.jsonl"
     env = environment.LHOPTEnvironment(
-        seed=1, task_seeds=(3,), families=("quadratic",), min_steps=30, max_steps=40,
+        seed=1, distribution=_one_quadratic(30, 40),
         baseline_dir=tmp_path / "baselines", stats_path=stats, task_return_baseline=2,
     )
     shaped_returns = []
@@ -335,19 +338,18 @@ def test_environment_task_return_baseline_shapes_rewards_by_the_tasks_recent_ret
     assert shaped_returns == pytest.approx([r["return"] - r["return_baseline"] for r in records], abs=1e-4)
 
     # Another worker (or a restart) picks up the same history from the file.
-    other = environment.LHOPTEnvironment(seed=2, task_seeds=(3,), families=("quadratic",), min_steps=30, max_steps=40,
+    other = environment.LHOPTEnvironment(seed=2, distribution=_one_quadratic(30, 40),
                                          baseline_dir=tmp_path / "baselines", stats_path=stats, task_return_baseline=2)
-    spec = other._spec(3)
+    spec = _one_quadratic(30, 40).sample(3)
     assert other._return_baseline(spec, False) == pytest.approx(np.mean(returns[2:]), abs=1e-6)
     assert other._return_baseline(spec, True) == 0.0  # no default-start episodes yet
     with pytest.raises(ValueError, match="give stats_path"):
-        environment.LHOPTEnvironment(task_seeds=(3,), task_return_baseline=4)
+        environment.LHOPTEnvironment(distribution=_one_quadratic(30, 40), task_return_baseline=4)
     with pytest.raises(ValueError, match="whole number"):
-        environment.LHOPTEnvironment(task_seeds=(3,), stats_path=stats, task_return_baseline=-1)
+        environment.LHOPTEnvironment(distribution=_one_quadratic(30, 40), stats_path=stats, task_return_baseline=-1)
 
 
 def test_cosine_schedule_moves_the_learning_rate_alike_in_training_and_in_the_exported_controller(tmp_path):
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     import math
 
     import keras_lopt
@@ -355,8 +357,8 @@ def test_cosine_schedule_moves_the_learning_rate_alike_in_training_and_in_the_ex
     from training import environment
 
     env = environment.LHOPTEnvironment(
-        seed=1, task_seeds=(3,), families=("quadratic",), min_steps=30, max_steps=40,
-        baseline_dir=tmp_path / "baselines", default_start_probability=1.0, learning_rate_schedule="cosine",
+        seed=1, distribution=_one_quadratic(30, 40, default_start_probability=1.0),
+        baseline_dir=tmp_path / "baselines", learning_rate_schedule="cosine",
     )
     time_step, trained = env.reset(), []
     while not time_step.is_last():
@@ -369,22 +371,22 @@ def test_cosine_schedule_moves_the_learning_rate_alike_in_training_and_in_the_ex
     # No-op actions follow the cosine (the action after the last control step is never taken).
     assert trained == pytest.approx(cosine[:-1], rel=1e-5)
     with pytest.raises(ValueError, match="learning-rate schedule must be one of"):
-        environment.LHOPTEnvironment(task_seeds=(3,), learning_rate_schedule="linear")
+        environment.LHOPTEnvironment(distribution=_one_quadratic(30, 40), learning_rate_schedule="linear")
 
     # A fresh (no-op-biased) policy exported with the schedule moves LHOPT the same way; and a warm
     # start can keep a head's fresh initialisation. In a process of its own: TF-Agents needs Keras 2.
     script = f"""
-from training import agent as agent_lib, export, runner, tasks, train  # first: selects Keras 2 for TF-Agents
+from training import agent as agent_lib, policy_io, runner, tasks, train  # first: selects Keras 2 for TF-Agents
 import numpy as np, pytest, tensorflow as tf, keras_lopt
 train.parse_gin([], ["create_networks.input_fc=(32,)", "create_networks.lstm_units=16",
                      "create_networks.output_fc=(32,)"])
-specs = train.time_step_and_action_specs()
+specs = policy_io.time_step_and_action_specs()
 agent = agent_lib.create_agent(*specs, train_step_counter=tf.Variable(0, dtype=tf.int64))
-path = export.save_policy(agent, {str(tmp_path / "cosine")!r}, "cosine", {{"iterations": 0}},
+path = policy_io.save_policy(agent, {str(tmp_path / "cosine")!r}, "cosine", {{"iterations": 0}},
                           learning_rate_schedule="cosine")
 controller = keras_lopt.Controller.load(str(path))  # in safe mode: the export passes the op check
 for moves in ("expected", "sampled"):  # every kind of deployed actor is pure tensor math too
-    other = export.save_policy(agent, {str(tmp_path)!r} + "/" + moves, moves, {{"iterations": 0}}, moves=moves)
+    other = policy_io.save_policy(agent, {str(tmp_path)!r} + "/" + moves, moves, {{"iterations": 0}}, moves=moves)
     assert keras_lopt.trust.unsafe_ops((other / "saved_model.pb").read_bytes()) == {{}}, moves
 assert controller.state_size == 2 * 16 + 1 and controller.metadata["extra"]["learning_rate_schedule"] == "cosine"
 spec = tasks.sample_task(3, families=("quadratic",), min_steps=30, max_steps=40)
@@ -400,12 +402,12 @@ train.parse_gin([], ["create_networks.input_fc=(256,)", "create_networks.lstm_un
 agent = agent_lib.create_agent(*specs, train_step_counter=tf.Variable(0, dtype=tf.int64))
 logits = [v for v in agent.actor_net.variables if "/logits/" in v.name]
 fresh = [v.numpy() for v in logits]
-train.warm_start(agent, "default", fresh_heads=("learning_rate",))
+policy_io.warm_start(agent, "default", fresh_heads=("learning_rate",))
 np.testing.assert_array_equal(logits[0].numpy(), fresh[0])  # the learning-rate head's kernel and bias
 np.testing.assert_array_equal(logits[1].numpy(), fresh[1])
 assert not np.array_equal(logits[3].numpy(), fresh[3])  # the next head's bias: copied
 with pytest.raises(ValueError, match="fresh heads must be"):
-    train.warm_start(agent, "default", fresh_heads=("momentum",))
+    policy_io.warm_start(agent, "default", fresh_heads=("momentum",))
 print("cosine export ok")
 """
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600,
@@ -414,11 +416,10 @@ print("cosine export ok")
 
 
 def test_a_policy_is_fine_tuned_in_the_schedule_its_learning_rate_head_was_trained_in():
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    from training import train
+    from training import policy_io
 
     # The packaged default was meta-trained in the cosine frame.
-    train.check_policy_schedule("default", "cosine", ())
+    policy_io.check_policy_schedule("default", "cosine", ())
     with pytest.raises(ValueError, match=r"learning_rate_schedule='cosine'.*init_fresh_heads=\('learning_rate',\)"):
-        train.check_policy_schedule("default", "constant", ())
-    train.check_policy_schedule("default", "constant", ("learning_rate",))  # that head starts fresh
+        policy_io.check_policy_schedule("default", "constant", ())
+    policy_io.check_policy_schedule("default", "constant", ("learning_rate",))  # that head starts fresh

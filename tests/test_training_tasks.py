@@ -175,7 +175,7 @@ def test_training_config_trains_around_the_deployed_cadence():
     from keras_lopt.control import AUTO_CONTROL_STEPS
 
     config = (pathlib.Path(tasks.__file__).parent / "configs" / "ppo.gin").read_text()
-    bindings = {k: int(v) for k, v in re.findall(r"^train_eval\.(m\w+_control_steps) = (\d+)", config, re.M)}
+    bindings = {k: int(v) for k, v in re.findall(r"^TaskDistribution\.(m\w+_control_steps) = (\d+)", config, re.M)}
     assert bindings["min_control_steps"] <= AUTO_CONTROL_STEPS <= bindings["max_control_steps"]
 
 
@@ -382,8 +382,8 @@ def test_baseline_cache_runs_once(tmp_path, monkeypatch):
         cache.get(other)  # a different task never reuses the file
 
 
-def test_tasks_command_prints_tasks_and_baselines(tmp_path, capsys):
-    tasks.main(["--sample", "2", "--seed", "6", "--families", "quadratic", "--cache-dir", str(tmp_path)])
+def test_baselines_command_prints_tasks_and_baselines(tmp_path, capsys):
+    baselines.main(["--sample", "2", "--seed", "6", "--families", "quadratic", "--cache-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert out.count("quadratic on generated:gaussian_noise") == 2
     assert out.count("Adam baseline: eval loss") == 2 and "ms/step" in out

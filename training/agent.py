@@ -5,27 +5,23 @@ hyperparameter, seeing only LHOPT's features (the deployed controller's input).
 Critic: the same shape with a plain LSTM, seeing the features and the
 privileged critic inputs (an asymmetric actor-critic). Observations are
 normalised by the agent's running statistics and clipped, rewards are not
-(they are already log speedups). TF-Agents networks are Keras 2 (`tf_keras`),
-so this module sets `TF_USE_LEGACY_KERAS=1` before TensorFlow is imported for
-them; the tasks keep using Keras 3.
+(they are already log speedups). TF-Agents networks are Keras 2 (`tf_keras`,
+see training/__init__.py); the tasks keep using Keras 3.
 """
 
-import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import gin
+import numpy as np
+import tensorflow as tf
+import tf_keras
+from tf_agents.agents.ppo import ppo_clip_agent
+from tf_agents.keras_layers import dynamic_unroll_layer
+from tf_agents.networks import actor_distribution_rnn_network, categorical_projection_network
+from tf_agents.networks import value_rnn_network
 
-import gin  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tf_keras  # noqa: E402
-from tf_agents.agents.ppo import ppo_clip_agent  # noqa: E402
-from tf_agents.keras_layers import dynamic_unroll_layer  # noqa: E402
-from tf_agents.networks import actor_distribution_rnn_network, categorical_projection_network  # noqa: E402
-from tf_agents.networks import value_rnn_network  # noqa: E402
+from keras_lopt import actions
 
-from keras_lopt import actions  # noqa: E402
-
-LOGITS_LAYER = "logits"  # each action head's output layer (training.train.warm_start scales it)
+LOGITS_LAYER = "logits"  # each action head's output layer (training.policy_io.warm_start scales it)
 
 
 @tf_keras.utils.register_keras_serializable(package="keras_lopt")

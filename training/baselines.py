@@ -1,5 +1,7 @@
 """Adam baselines for the reward, run once per task and cached on disk.
 
+    python -m training.baselines --sample 5   # five sampled tasks: description, step time, Adam baseline
+
 A baseline is Keras' Adam at its defaults trained on the task for its whole
 budget, with the eval loss read at step 0 and after every control step; its
 power-law fit (training/reward.py) turns any later eval loss into "the steps
@@ -17,7 +19,7 @@ import time
 
 import numpy as np
 
-from training import reward
+from training import reward, runner, tasks
 
 # Bump when the way baselines are run changes, so old cache files are ignored.
 BASELINE_VERSION = 1
@@ -76,8 +78,6 @@ class Baseline:
 
 def run_baseline(spec, task=None):
     """Trains the task with Adam at Keras' defaults and fits its curve."""
-    from training import runner, tasks
-
     task = task or tasks.build_task(spec)
     start = time.perf_counter()
     run = runner.TaskRun(task, runner.make_optimizer(spec, "adam"))
@@ -109,3 +109,33 @@ class BaselineCache:
         partial.write_text(baseline.to_json())
         partial.replace(path)
         return baseline
+
+
+def main(argv=None):
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m training.baselines",
+        description="Sample meta-training tasks and show each one's description, step time and Adam baseline.",
+    )
+    parser.add_argument("--sample", type=int, default=5, help="how many tasks to sample (default 5)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first task; the others follow (default 0)")
+    parser.add_argument("--families", nargs="+", default=list(tasks.FAMILIES), choices=tasks.FAMILIES, metavar="FAMILY",
+                        help=f"families to sample from (default: all of {', '.join(tasks.FAMILIES)})")
+    parser.add_argument("--cache-dir", default=None,
+                        help="baseline cache (default $KERAS_LOPT_BASELINE_DIR or ~/.cache/keras_lopt/baselines)")
+    parser.add_argument("--no-baseline", action="store_true", help="only describe the tasks")
+    args = parser.parse_args(argv)
+    if args.sample < 1:
+        parser.error("--sample must be at least 1")
+
+    cache = BaselineCache(args.cache_dir)
+    for seed in range(args.seed, args.seed + args.sample):
+        spec = tasks.sample_task(seed, families=args.families)
+        print(spec.describe(), flush=True)
+        if not args.no_baseline:
+            print("    " + cache.get(spec).summary(), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -43,20 +43,21 @@ import pathlib
 import time
 
 # TF-Agents is written for Keras 2 (tf_keras); the tasks use Keras 3 through `import keras`.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tf_agents.environments import py_environment  # noqa: E402
-from tf_agents.specs import array_spec  # noqa: E402
-from tf_agents.trajectories import time_step as ts  # noqa: E402
+import numpy as np
+import tensorflow as tf
+from tf_agents.environments import py_environment
+from tf_agents.specs import array_spec
+from tf_agents.trajectories import time_step as ts
 
-from keras_lopt import actions, features  # noqa: E402
-from training import baselines, reward, runner, tasks  # noqa: E402
+from keras_lopt import actions, features
+from training import baselines, reward, runner, tasks
 
 # The value network's extra inputs after LHOPT's critic observation.
 CRITIC_EXTRAS = ("log_speedup", "progress", "log_control_every") + tuple(f"family_{f}" for f in tasks.FAMILIES)
-CRITIC_SIZE = len(features.CRITIC_FEATURE_NAMES) + len(CRITIC_EXTRAS)
+# The critic's input, by name: LHOPT's critic features, then the environment's.
+CRITIC_NAMES = features.CRITIC_FEATURE_NAMES + CRITIC_EXTRAS
+CRITIC_SIZE = len(CRITIC_NAMES)
 _RAW_LOSSES = [features.CRITIC_FEATURE_NAMES.index(name) for name in ("train_loss", "val_loss")]
 
 
@@ -115,17 +116,12 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
 
     Args:
         seed: seeds the choice of tasks (give parallel workers different seeds).
-        task_seeds: the pool of task seeds to draw from (`tasks.sample_task`).
-        families: task families to sample from.
-        balance_families: give every family the same share of `task_seeds`
-            (`tasks.sample_pool_task`) instead of drawing each task's family.
-        min_steps, max_steps: step budget range of sampled tasks.
-        long_task_seeds: more pool seeds, whose tasks are long runs
-            (`tasks.LONG_RUN_FAMILIES` among `families`, budgets of
-            `tasks.LONG_RUN_MIN_STEPS` to `tasks.LONG_RUN_MAX_STEPS`, datasets
-            of at least `tasks.LONG_RUN_MIN_TRAIN_EXAMPLES` training examples).
-        min_control_steps, max_control_steps: range of their control steps
-            (log-uniform; `tasks.sample_task`).
+        distribution: a `tasks.TaskDistribution`: the pool of tasks, their
+            budgets and control steps, and the share of episodes that start at
+            LHOPT's default hyperparameters (as users do; the others start from
+            the task's random ones, so the controller learns to repair bad
+            settings; drawn per episode, so a task does not always come with
+            the same start).
         baseline_dir: where Adam baselines are cached (see training/baselines.py).
         stats_path: if given, one JSON line per finished episode is appended
             here (return, speedup, timings, final hyperparameters).
@@ -135,11 +131,6 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
             worker compiling a new task mid-collection stalls the others.
         worker: (index, count) among parallel workers; in warm-up each one
             runs the baselines of its share of the pool only.
-        default_start_probability: the share of episodes that start at
-            LHOPT's default hyperparameters, as users do; the others start
-            from random ones, so the controller learns to repair bad settings.
-            Drawn per episode, not per task, so a task does not always come
-            with the same start.
         task_return_baseline: if > 0, rewards are shaped by the mean return of
             the last this many episodes of the same task and kind of start
             (see the module docstring); needs `stats_path`.
@@ -150,32 +141,13 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
             controller then does).
     """
 
-    def __init__(self, seed=0, task_seeds=range(256), families=tasks.FAMILIES, min_steps=tasks.MIN_STEPS,
-                 max_steps=tasks.MAX_STEPS, baseline_dir=None, stats_path=None, max_cached_runs=8, warm_up=False,
-                 worker=(0, 1), default_start_probability=0.0, balance_families=False,
-                 min_control_steps=tasks.MIN_CONTROL_STEPS, max_control_steps=tasks.MAX_CONTROL_STEPS,
-                 long_task_seeds=(), task_return_baseline=0, learning_rate_schedule="constant"):
+    def __init__(self, seed=0, distribution=None, baseline_dir=None, stats_path=None, max_cached_runs=8,
+                 warm_up=False, worker=(0, 1), task_return_baseline=0, learning_rate_schedule="constant"):
         super().__init__(handle_auto_reset=True)
         actions.check_learning_rate_schedule(learning_rate_schedule)
         self._learning_rate_schedule = learning_rate_schedule
         self._rng = np.random.default_rng(seed)
-        task_seeds = list(task_seeds)  # any iterable, read once
-        if not task_seeds:
-            raise ValueError("task_seeds is empty: give at least one task seed.")
-        self._long_task_seeds = set(long_task_seeds)
-        if self._long_task_seeds & set(task_seeds):
-            raise ValueError(f"Seeds {sorted(self._long_task_seeds & set(task_seeds))} are in both task_seeds and "
-                             "long_task_seeds; a seed is one task, give it to one of them.")
-        self._task_seeds = task_seeds + sorted(self._long_task_seeds)
-        self._families = tuple(families)
-        self._long_run_families = tuple(f for f in tasks.LONG_RUN_FAMILIES if f in self._families)
-        if self._long_task_seeds and not self._long_run_families:
-            raise ValueError(f"long_task_seeds need one of the long-run families {tasks.LONG_RUN_FAMILIES} "
-                             f"among families={self._families}.")
-        self._sample = tasks.sample_pool_task if balance_families else tasks.sample_task
-        tasks.check_control_steps_range(min_control_steps, max_control_steps)
-        self._ranges = {"min_steps": min_steps, "max_steps": max_steps,
-                        "min_control_steps": min_control_steps, "max_control_steps": max_control_steps}
+        self._distribution = distribution or tasks.TaskDistribution()
         self._baselines = baselines.BaselineCache(baseline_dir)
         self._stats_path = stats_path
         self._runs = collections.OrderedDict()
@@ -184,9 +156,6 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
         self._action_spec = action_spec()
         self._episode = None
         self._worker = worker
-        if not 0.0 <= default_start_probability <= 1.0:
-            raise ValueError(f"default_start_probability must be in [0, 1]; got {default_start_probability!r}.")
-        self._default_start_probability = float(default_start_probability)
         if task_return_baseline < 0 or int(task_return_baseline) != task_return_baseline:
             raise ValueError(f"task_return_baseline must be a whole number >= 0 (episodes); got {task_return_baseline!r}.")
         if task_return_baseline and not stats_path:
@@ -198,22 +167,15 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
         if warm_up:
             self.warm_up()
 
-    def _spec(self, seed):
-        if seed in self._long_task_seeds:
-            ranges = {**self._ranges, "min_steps": tasks.LONG_RUN_MIN_STEPS, "max_steps": tasks.LONG_RUN_MAX_STEPS,
-                      "min_train_examples": tasks.LONG_RUN_MIN_TRAIN_EXAMPLES}
-            return self._sample(seed, families=self._long_run_families, **ranges)
-        return self._sample(seed, families=self._families, **self._ranges)
-
     def warm_up(self):
         """Computes missing baselines and compiles every pool task's run; returns the seconds taken."""
         start = time.perf_counter()
-        pool = self._task_seeds[: self._max_cached_runs]
+        pool = self._distribution.seeds[: self._max_cached_runs]
         index, count = self._worker
         for seed in pool[index::count]:
-            self._baselines.get(self._spec(seed))
+            self._baselines.get(self._distribution.sample(seed))
         for seed in pool:
-            prepared = self._prepared(self._spec(seed))
+            prepared = self._prepared(self._distribution.sample(seed))
             if not prepared.compiled:
                 prepared.run.train_chunk()
                 prepared.run.eval_loss()
@@ -258,15 +220,19 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
     def _observation(self, log_speedup):
         episode = self._episode
         spec, optimizer = episode["spec"], episode["prepared"].run.optimizer
-        family = [1.0 if spec.family == f else 0.0 for f in tasks.FAMILIES]
-        extras = [log_speedup, episode["control_step"] / spec.control_steps, np.log(spec.control_every) / 5.0]
+        extras = {
+            "log_speedup": log_speedup,
+            "progress": episode["control_step"] / spec.control_steps,
+            "log_control_every": np.log(spec.control_every) / 5.0,
+            **{f"family_{f}": float(spec.family == f) for f in tasks.FAMILIES},
+        }
         critic = np.array(optimizer.critic_observation, np.float64)
         # Raw losses reach 1e21 on diverged runs; the agent's running variance of such
         # values overflows float32 and turned the whole network NaN. Signed log instead.
         critic[_RAW_LOSSES] = np.sign(critic[_RAW_LOSSES]) * np.log1p(np.abs(critic[_RAW_LOSSES]))
         return {
             "observation": _bounded(optimizer.observation),
-            "critic": _bounded(np.concatenate([critic, extras, family])),
+            "critic": _bounded(np.concatenate([critic, [extras[name] for name in CRITIC_EXTRAS]])),
         }
 
     def _return_baseline(self, spec, default_start):
@@ -288,13 +254,13 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
 
     def _reset(self):
         start = time.perf_counter()
-        spec = self._spec(int(self._rng.choice(self._task_seeds)))
+        spec = self._distribution.sample(int(self._rng.choice(self._distribution.seeds)))
         baseline_start = time.perf_counter()
         baseline = self._baselines.get(spec)
         baseline_seconds = time.perf_counter() - baseline_start
         prepared = self._prepared(spec)
         prepared.reset()
-        default_start = self._rng.uniform() < self._default_start_probability
+        default_start = self._rng.uniform() < self._distribution.default_start_probability
         initial = tasks.default_hyperparameters() if default_start else tasks.sample_initial_hyperparameters(self._rng)
         prepared.run.optimizer.reset_hyperparameters(**initial)
         return_baseline = self._return_baseline(spec, bool(default_start))
@@ -342,7 +308,7 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
         record = {
             "task": episode["spec"].key,
             "family": episode["spec"].family,
-            "long_run": episode["spec"].seed in self._long_task_seeds,
+            "long_run": episode["spec"].seed in self._distribution.long_run_seeds,
             "control_steps": episode["spec"].control_steps,
             "steps": episode["prepared"].run.steps_done,
             "return": episode["return"],

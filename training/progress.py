@@ -32,7 +32,7 @@ import sys
 
 import numpy as np
 
-from training import reward, tasks  # noqa: E402
+from training import reward, tasks
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "research" / "results" / "meta_training_progress.json"
 

