@@ -83,7 +83,7 @@ def _make_controller(policy, safe_mode):
     )
 
 
-def _assign(variable, value):
+def _assign_value(variable, value):
     return variable.assign(value)
 
 
@@ -393,7 +393,7 @@ class LHOPT(keras.optimizers.Optimizer):
 
     def set_hyperparameters(self, **values):
         """Sets hyperparameters by name, e.g. `set_hyperparameters(beta_1=0.95)`."""
-        self._assign(self._hyperparameter_variables, _validate_all(values))
+        self._assign_hyperparameters(self._hyperparameter_variables, _validate_all(values))
 
     def reset_hyperparameters(self, **values):
         """Sets hyperparameters as if LHOPT had been constructed with them.
@@ -405,13 +405,13 @@ class LHOPT(keras.optimizers.Optimizer):
         before training starts, not in the middle of a run.
         """
         checked = _validate_all(values)
-        self._assign(self._hyperparameter_variables, checked)
+        self._assign_hyperparameters(self._hyperparameter_variables, checked)
         self.initial_hyperparameters.update(checked)
         if self.controller_on:
-            self._assign(self._control.start, checked)
+            self._assign_hyperparameters(self._control.start, checked)
 
     @staticmethod
-    def _assign(variables, values):
+    def _assign_hyperparameters(variables, values):
         for name, value in values.items():
             variables[name].assign(stored_value(name, value))
 
@@ -505,7 +505,7 @@ class LHOPT(keras.optimizers.Optimizer):
     def _distributed_step(self, distribution, grads, variables, step):
         for name in ("gradient_norm_max", "bias_correction_1", "did_clip"):
             variable = getattr(self, f"_{name}").value
-            distribution.extended.update(variable, _assign, args=(step[name],), group=False)
+            distribution.extended.update(variable, _assign_value, args=(step[name],), group=False)
         for grad, variable in zip(grads, variables):
             distribution.extended.update(
                 variable, self._update_tensor, args=(grad, step), group=False
@@ -514,7 +514,7 @@ class LHOPT(keras.optimizers.Optimizer):
     def _assign_control(self, distribution, control):
         for name, value in control.items():
             variable = self._control.variables[name].value
-            distribution.extended.update(variable, _assign, args=(value,), group=False)
+            distribution.extended.update(variable, _assign_value, args=(value,), group=False)
 
     def _update_tensor(self, variable, grad, step):
         index = self._get_variable_index(variable)

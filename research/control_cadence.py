@@ -34,7 +34,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--control_every", type=int, nargs="+", default=[50, 160])
     parser.add_argument("--policy", default="default")
-    parser.add_argument("--cache_dir", default=str(evaluate.default_cache_dir()))
+    parser.add_argument("--cache_dir", default=str(evaluate.default_curve_cache_dir()))
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args()
     spec = evaluate.EVALUATION_TASKS[TASK]
@@ -50,8 +50,8 @@ def main():
         if budget % every:
             sys.exit(f"--control_every {every} does not divide the budget {budget}.")
         optimizer = keras_lopt.LHOPT(policy=args.policy, total_steps=budget, control_every=every)
-        _, losses, seconds = evaluate._curve(task, optimizer, budget, every)
-        value, capped = evaluate.speedup(adam_steps, adam_losses, float(losses[-1]), budget)
+        _, losses, seconds = evaluate.run_curve(task, optimizer, budget, every)
+        value, capped = evaluate.measured_speedup(adam_steps, adam_losses, float(losses[-1]), budget)
         rows.append({"control_every": every, "control_steps": budget // every, "final_eval_loss": float(losses[-1]),
                      "speedup_over_adam": value, "speedup_capped": capped,
                      "final_learning_rate": optimizer.hyperparameters["learning_rate"], "seconds": seconds})

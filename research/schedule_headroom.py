@@ -72,7 +72,7 @@ def headroom(evaluation, cache_dir, task_names):
         spec = evaluate.EVALUATION_TASKS[name]
         budget = spec.total_steps
         task = functools.cache(lambda spec=spec: tasks.build_task(spec, evaluation=True))
-        adam_steps, adam_losses, _ = evaluate._cached_curve(
+        adam_steps, adam_losses, _ = evaluate.cached_curve(
             cache_dir, spec, "adam", evaluate.ADAM_HORIZON * budget, keras.optimizers.Adam, task)
         speedups, finals = {}, {}
         for shape in SHAPES:
@@ -80,7 +80,7 @@ def headroom(evaluation, cache_dir, task_names):
                 _, losses = run_schedule(task(), spec, shape, rate)
                 key = schedule_name(shape, rate)
                 finals[key] = float(losses[-1])
-                speedups[key] = evaluate.speedup(adam_steps, adam_losses, finals[key], budget)
+                speedups[key] = evaluate.measured_speedup(adam_steps, adam_losses, finals[key], budget)
                 print(f"{name}: {key}: {speedups[key][0]:.2f}x (final eval loss {finals[key]:.4g})", flush=True)
         first_seed = by_task[name]["per_seed"][0]
         rows.append({
@@ -150,7 +150,7 @@ def main(argv=None):
                         help="an evaluation.json of training.evaluate, for the controller's speedups")
     parser.add_argument("--tasks", nargs="+", default=list(evaluate.EVALUATION_TASKS),
                         choices=list(evaluate.EVALUATION_TASKS))
-    parser.add_argument("--cache_dir", default=str(evaluate.default_cache_dir()),
+    parser.add_argument("--cache_dir", default=str(evaluate.default_curve_cache_dir()),
                         help="training.evaluate's cache of reference curves (Adam's is read or run there)")
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args(argv)

@@ -14,7 +14,7 @@ import tensorflow as tf
 import keras_lopt
 from keras_lopt import LHOPT, actions, features, save_controller
 from keras_lopt.controller import METADATA_FILE
-from test_lhopt_keras import _data, _fit, _model
+from keras_helpers import regression_data as _data, fit as _fit, compiled_model as _model
 
 LR_DOUBLE = actions.ACTION_HEADS[0].choices.index(2.0)
 

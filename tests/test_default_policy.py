@@ -10,7 +10,7 @@ import pytest
 import keras_lopt
 from keras_lopt import LHOPT, features
 from keras_lopt.controller import Controller
-from test_lhopt_keras import _data
+from keras_helpers import regression_data as _data
 
 DEFAULT = pathlib.Path(str(importlib.resources.files("keras_lopt.saved_policies"))) / "default"
 

@@ -14,11 +14,11 @@ from training import data, evaluate
 
 def test_steps_to_reach_interpolates_and_reports_never():
     steps, losses = [0, 10, 20, 30], [4.0, 2.0, 1.0, 0.5]
-    assert evaluate.steps_to_reach(steps, losses, 2.0) == 10.0
-    assert evaluate.steps_to_reach(steps, losses, 1.5) == pytest.approx(15.0)
-    assert evaluate.steps_to_reach(steps, losses, 5.0) == 0.0
-    assert evaluate.steps_to_reach(steps, losses, 0.1) == math.inf
-    assert evaluate.steps_to_reach([0, 10, 20], [4.0, math.nan, 1.0], 2.0) == 20.0
+    assert evaluate.measured_steps_to_reach(steps, losses, 2.0) == 10.0
+    assert evaluate.measured_steps_to_reach(steps, losses, 1.5) == pytest.approx(15.0)
+    assert evaluate.measured_steps_to_reach(steps, losses, 5.0) == 0.0
+    assert evaluate.measured_steps_to_reach(steps, losses, 0.1) == math.inf
+    assert evaluate.measured_steps_to_reach([0, 10, 20], [4.0, math.nan, 1.0], 2.0) == 20.0
 
 
 def test_the_cached_controller_off_curve_follows_lhopt_defaults(monkeypatch):
@@ -33,10 +33,10 @@ def test_the_cached_controller_off_curve_follows_lhopt_defaults(monkeypatch):
 def test_speedup_is_adam_steps_over_budget_capped_at_the_horizon():
     steps = np.arange(0, 301, 10)
     losses = 1.0 / (1.0 + steps)  # Adam's curve, run to 3x a budget of 100
-    assert evaluate.speedup(steps, losses, 1.0 / 201, budget=100) == (pytest.approx(2.0), False)
-    assert evaluate.speedup(steps, losses, 1.0 / 51, budget=100) == (pytest.approx(0.5), False)
-    assert evaluate.speedup(steps, losses, 1e-6, budget=100) == (3.0, True)
-    assert evaluate.speedup(steps, losses, math.nan, budget=100) == (0.0, False)
+    assert evaluate.measured_speedup(steps, losses, 1.0 / 201, budget=100) == (pytest.approx(2.0), False)
+    assert evaluate.measured_speedup(steps, losses, 1.0 / 51, budget=100) == (pytest.approx(0.5), False)
+    assert evaluate.measured_speedup(steps, losses, 1e-6, budget=100) == (3.0, True)
+    assert evaluate.measured_speedup(steps, losses, math.nan, budget=100) == (0.0, False)
 
 
 def test_every_evaluation_task_is_held_out_of_training():
@@ -75,7 +75,7 @@ def test_shrunken_evaluation_writes_results_plots_and_readme_table(tmp_path, mon
         assert r["lhopt_control_every"] == max(1, r["budget"] // keras_lopt.control.AUTO_CONTROL_STEPS)
         # The best cosine run's own speedup over Adam, from the same curves.
         adam, cosine = r["curves"]["adam"], r["curves"][f"cosine_adam_lr{r['best_cosine_learning_rate']:g}"]
-        assert (r["best_cosine_adam_speedup_over_adam"], r["best_cosine_adam_speedup_capped"]) == evaluate.speedup(
+        assert (r["best_cosine_adam_speedup_over_adam"], r["best_cosine_adam_speedup_capped"]) == evaluate.measured_speedup(
             np.asarray(adam["steps"]), np.asarray(adam["losses"]), cosine["losses"][-1], r["budget"])
     # A no-op controller keeps LHOPT's defaults: the hyperparameters never move, and
     # the curve is the controller-off reference's.
@@ -88,8 +88,8 @@ def test_shrunken_evaluation_writes_results_plots_and_readme_table(tmp_path, mon
     # ... so evaluating again runs only LHOPT with the controller on the cached seed, and
     # everything (Adam, 3 cosine, controller off, LHOPT) on a second seed.
     calls = []
-    real_curve = evaluate._curve
-    monkeypatch.setattr(evaluate, "_curve", lambda *a, **k: calls.append(1) or real_curve(*a, **k))
+    real_curve = evaluate.run_curve
+    monkeypatch.setattr(evaluate, "run_curve", lambda *a, **k: calls.append(1) or real_curve(*a, **k))
     evaluate.main(["--policy", str(policy), "--tasks", "diamonds_mlp", "--scale", "0.02", "--seeds", "2",
                    "--output_dir", str(tmp_path / "again"), "--cache_dir", str(cache)])
     again = json.loads((tmp_path / "again" / "evaluation.json").read_text())["results"][0]

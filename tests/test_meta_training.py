@@ -264,7 +264,7 @@ def test_environment_episode_rewards_telescope(tmp_path):
     bad[0] = len(actions.ACTION_HEADS[0].choices)  # what a NaN policy samples
     with pytest.raises(ValueError, match="Invalid action"):
         env.step(tuple(np.int32(a) for a in bad))
-    huge = environment._bounded([np.nan, np.inf, -np.inf, 1e21, 0.5])
+    huge = environment.bounded([np.nan, np.inf, -np.inf, 1e21, 0.5])
     np.testing.assert_array_equal(huge, np.float32([0.0, 1e3, -1e3, 1e3, 0.5]))
 
 

@@ -325,24 +325,24 @@ def _fit():
 def test_reward_sign():
     fit = _fit()
     at_50 = float(fit(50))
-    assert reward.log_speedup(fit, at_50, 50) == pytest.approx(0.0, abs=1e-9)
-    assert reward.log_speedup(fit, at_50, 25) == pytest.approx(math.log(2))  # same loss, half the steps
-    assert reward.log_speedup(fit, float(fit(20)), 50) == pytest.approx(math.log(20 / 50))
-    assert reward.log_speedup(fit, float(fit(20)), 50) < 0 < reward.log_speedup(fit, float(fit(80)), 50)
+    assert reward.fitted_log_speedup(fit, at_50, 50) == pytest.approx(0.0, abs=1e-9)
+    assert reward.fitted_log_speedup(fit, at_50, 25) == pytest.approx(math.log(2))  # same loss, half the steps
+    assert reward.fitted_log_speedup(fit, float(fit(20)), 50) == pytest.approx(math.log(20 / 50))
+    assert reward.fitted_log_speedup(fit, float(fit(20)), 50) < 0 < reward.fitted_log_speedup(fit, float(fit(80)), 50)
 
 
 def test_reward_clipping_and_extrapolation_cap():
     fit = _fit()
-    assert reward.log_speedup(fit, 1e-9, 100) == pytest.approx(math.log(3))  # capped at 3x the horizon
-    assert reward.log_speedup(fit, 1e-9, 1) == 3.0  # log(300) clipped at +3
-    assert reward.log_speedup(fit, float(fit(199)), 100) == pytest.approx(math.log(1.99))
-    assert reward.log_speedup(fit, float(fit(299)), 100) == pytest.approx(math.log(2.99))
-    assert reward.log_speedup(fit, float(fit(400)), 100) == pytest.approx(math.log(3.0))
-    assert reward.log_speedup(fit, 5.0, 10) == -3.0  # worse than the start
-    assert reward.log_speedup(fit, math.nan, 10) == -3.0
-    assert reward.log_speedup(fit, math.inf, 10) == -3.0
+    assert reward.fitted_log_speedup(fit, 1e-9, 100) == pytest.approx(math.log(3))  # capped at 3x the horizon
+    assert reward.fitted_log_speedup(fit, 1e-9, 1) == 3.0  # log(300) clipped at +3
+    assert reward.fitted_log_speedup(fit, float(fit(199)), 100) == pytest.approx(math.log(1.99))
+    assert reward.fitted_log_speedup(fit, float(fit(299)), 100) == pytest.approx(math.log(2.99))
+    assert reward.fitted_log_speedup(fit, float(fit(400)), 100) == pytest.approx(math.log(3.0))
+    assert reward.fitted_log_speedup(fit, 5.0, 10) == -3.0  # worse than the start
+    assert reward.fitted_log_speedup(fit, math.nan, 10) == -3.0
+    assert reward.fitted_log_speedup(fit, math.inf, 10) == -3.0
     with pytest.raises(ValueError, match="positive step"):
-        reward.log_speedup(fit, 0.5, 0)
+        reward.fitted_log_speedup(fit, 0.5, 0)
 
 
 def test_rewards_telescope_to_final_log_speedup():
@@ -351,7 +351,7 @@ def test_rewards_telescope_to_final_log_speedup():
     losses = np.array([float(fit(5)), float(fit(60)), 2.0, float(fit(150))])
     per_step = reward.rewards(fit, losses, steps)
     assert len(per_step) == 4
-    assert per_step.sum() == pytest.approx(reward.log_speedup(fit, losses[-1], 40))
+    assert per_step.sum() == pytest.approx(reward.fitted_log_speedup(fit, losses[-1], 40))
     assert per_step[0] == pytest.approx(math.log(5 / 10))
     assert per_step[2] == pytest.approx(-3.0 - math.log(60 / 20))  # a bad step is punished at once
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 import keras_lopt
 from keras_lopt import LHOPT, actions, controller, features, save_controller, trust
 from keras_lopt.controller import METADATA_FILE
-from test_lhopt_keras import _data, _fit, _model
+from keras_helpers import regression_data as _data, fit as _fit, compiled_model as _model
 
 HEADS = len(actions.ACTION_HEADS)
 

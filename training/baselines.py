@@ -25,7 +25,7 @@ from training import reward, runner, tasks
 BASELINE_VERSION = 1
 
 
-def default_cache_dir():
+def default_baseline_dir():
     return pathlib.Path(
         os.environ.get("KERAS_LOPT_BASELINE_DIR", pathlib.Path.home() / ".cache" / "keras_lopt" / "baselines")
     )
@@ -91,7 +91,7 @@ class BaselineCache:
     """Baselines on disk, one JSON file per task key, computed on first use."""
 
     def __init__(self, directory=None):
-        self.directory = pathlib.Path(directory) if directory else default_cache_dir()
+        self.directory = pathlib.Path(directory) if directory else default_baseline_dir()
 
     def path(self, spec):
         return self.directory / f"{spec.key}.json"

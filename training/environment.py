@@ -61,7 +61,7 @@ CRITIC_SIZE = len(CRITIC_NAMES)
 _RAW_LOSSES = [features.CRITIC_FEATURE_NAMES.index(name) for name in ("train_loss", "val_loss")]
 
 
-def _bounded(values, limit=1e3):
+def bounded(values, limit=1e3):
     """Finite float32 within +-limit (nan -> 0), safe for the agent's running statistics."""
     values = np.nan_to_num(np.asarray(values, np.float64), nan=0.0, posinf=limit, neginf=-limit)
     return np.clip(values, -limit, limit).astype(np.float32)
@@ -231,8 +231,8 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
         # values overflows float32 and turned the whole network NaN. Signed log instead.
         critic[_RAW_LOSSES] = np.sign(critic[_RAW_LOSSES]) * np.log1p(np.abs(critic[_RAW_LOSSES]))
         return {
-            "observation": _bounded(optimizer.observation),
-            "critic": _bounded(np.concatenate([critic, [extras[name] for name in CRITIC_EXTRAS]])),
+            "observation": bounded(optimizer.observation),
+            "critic": bounded(np.concatenate([critic, [extras[name] for name in CRITIC_EXTRAS]])),
         }
 
     def _return_baseline(self, spec, default_start):
@@ -248,7 +248,7 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
     def _log_speedup(self, loss):
         episode = self._episode
         steps = episode["prepared"].run.steps_done
-        return reward.log_speedup(episode["baseline"].fit, loss, steps)
+        return reward.fitted_log_speedup(episode["baseline"].fit, loss, steps)
 
     # --- PyEnvironment ------------------------------------------------------------
 

@@ -58,7 +58,7 @@ LONGEST_TRAINING_EPISODE = tasks.MAX_STEPS
 CURVE_CACHE_VERSION = 1
 
 
-def default_cache_dir():
+def default_curve_cache_dir():
     return pathlib.Path(os.environ.get("KERAS_LOPT_EVALUATION_CACHE",
                                        pathlib.Path.home() / ".cache" / "keras_lopt" / "evaluation"))
 
@@ -94,8 +94,9 @@ EVALUATION_TASKS = {
 }
 
 
-def steps_to_reach(steps, losses, target):
-    """First step at which the curve reaches `target` (interpolated); inf if never."""
+def measured_steps_to_reach(steps, losses, target):
+    """First step at which the measured curve reaches `target` (interpolated); inf if never.
+    (The reward reads steps off a fitted power law instead: `training.reward.fitted_log_speedup`.)"""
     steps, losses = np.asarray(steps, float), np.asarray(losses, float)
     for i in range(len(losses)):
         if np.isfinite(losses[i]) and losses[i] <= target:
@@ -106,17 +107,17 @@ def steps_to_reach(steps, losses, target):
     return math.inf
 
 
-def speedup(adam_steps, adam_losses, final_loss, budget, cap=ADAM_HORIZON):
+def measured_speedup(adam_steps, adam_losses, final_loss, budget, cap=ADAM_HORIZON):
     """(speedup, capped): Adam's steps to reach `final_loss` over `budget`, at most `cap`."""
     if not math.isfinite(final_loss):
         return 0.0, False
-    needed = steps_to_reach(adam_steps, adam_losses, final_loss)
+    needed = measured_steps_to_reach(adam_steps, adam_losses, final_loss)
     if needed > cap * budget:
         return float(cap), True
     return needed / budget, False
 
 
-def _curve(task, optimizer, total_steps, eval_every, on_chunk=None):
+def run_curve(task, optimizer, total_steps, eval_every, on_chunk=None):
     run = runner.TaskRun(task, optimizer, chunk_steps=eval_every)
     start = time.perf_counter()
     steps, losses = run.run(chunks=total_steps // eval_every, on_chunk=on_chunk)
@@ -144,7 +145,7 @@ def read_cached_curve(cache_dir, spec, contender, total_steps):
     return None
 
 
-def _cached_curve(cache_dir, spec, contender, total_steps, make_optimizer, task):
+def cached_curve(cache_dir, spec, contender, total_steps, make_optimizer, task):
     """A reference curve (no controller involved), read from the cache or run and stored."""
     path = None
     if cache_dir is not None:
@@ -152,7 +153,7 @@ def _cached_curve(cache_dir, spec, contender, total_steps, make_optimizer, task)
         if cached is not None:
             return cached
         path = _curve_cache_path(cache_dir, spec, contender, total_steps)
-    steps, losses, seconds = _curve(task(), make_optimizer(), total_steps, spec.control_every)
+    steps, losses, seconds = run_curve(task(), make_optimizer(), total_steps, spec.control_every)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         record = {"version": CURVE_CACHE_VERSION, "task": spec.to_json(), "contender": contender,
@@ -177,7 +178,7 @@ def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None, start=None, con
     budget = max(eval_every, int(spec.total_steps * scale) // eval_every * eval_every)
     spec = dataclasses.replace(spec, control_steps=budget // eval_every)
     task = functools.cache(lambda: tasks.build_task(spec, evaluation=True))
-    reference = functools.partial(_cached_curve, cache_dir, spec, task=task)
+    reference = functools.partial(cached_curve, cache_dir, spec, task=task)
     adam = reference("adam", ADAM_HORIZON * budget, keras.optimizers.Adam)
     cosine = {}
     for lr in COSINE_LEARNING_RATES:
@@ -187,13 +188,13 @@ def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None, start=None, con
     control_every = max(1, budget // control_steps) if control_steps else None
     optimizer = keras_lopt.LHOPT(**(start or {}), policy=policy, total_steps=budget, control_every=control_every)
     trajectory = []
-    lhopt = _curve(task(), optimizer, budget, eval_every,
+    lhopt = run_curve(task(), optimizer, budget, eval_every,
                    on_chunk=lambda run: trajectory.append(run.optimizer.hyperparameters))
     best_lr = min(cosine, key=lambda lr: cosine[lr][1][-1] if np.isfinite(cosine[lr][1][-1]) else math.inf)
     final = float(lhopt[1][-1])
-    value, capped = speedup(adam[0], adam[1], final, budget)
-    off_value, off_capped = speedup(adam[0], adam[1], float(no_controller[1][-1]), budget)
-    cosine_speedups = {f"{lr:g}": speedup(adam[0], adam[1], float(c[1][-1]), budget) for lr, c in cosine.items()}
+    value, capped = measured_speedup(adam[0], adam[1], final, budget)
+    off_value, off_capped = measured_speedup(adam[0], adam[1], float(no_controller[1][-1]), budget)
+    cosine_speedups = {f"{lr:g}": measured_speedup(adam[0], adam[1], float(c[1][-1]), budget) for lr, c in cosine.items()}
     return {
         "task": name,
         "description": spec.describe(),
@@ -357,7 +358,7 @@ def main(argv=None):
                              f"{AUTO_CONTROL_STEPS} control steps)")
     parser.add_argument("--scale", type=float, default=1.0, help="shrink every budget (smoke runs only)")
     parser.add_argument("--update_readme", action="store_true", help="write the table into README.md")
-    parser.add_argument("--cache_dir", default=str(default_cache_dir()),
+    parser.add_argument("--cache_dir", default=str(default_curve_cache_dir()),
                         help="where the reference curves (Adam, cosine Adam, controller off) are cached")
     parser.add_argument("--no_cache", action="store_true", help="recompute the reference curves")
     args = parser.parse_args(argv)

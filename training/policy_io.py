@@ -156,7 +156,7 @@ class DeployedActor(tf.Module):
         if moves not in MOVES:
             raise ValueError(f"moves must be one of {MOVES}; got {moves!r}.")
         self.actor = agent.actor_net
-        self.normalizer = agent._observation_normalizer  # the agent's running statistics
+        self.normalizer = agent._observation_normalizer  # the agent's running statistics (TF-Agents has no public accessor)
         self.units = sum(int(s.shape[0]) for s in tf.nest.flatten(self.actor.state_spec))
         self.moves = moves
         self.state_size = self.units + (moves == "sampled")

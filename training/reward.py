@@ -129,13 +129,16 @@ def fit_power_law(steps, losses, rounds=4):
     return best
 
 
-def log_speedup(fit, loss, step, max_extrapolation=MAX_EXTRAPOLATION, clip=CLIP):
-    """Clipped log of (baseline steps to reach `loss`) / `step`.
+def fitted_log_speedup(fit, loss, step, max_extrapolation=MAX_EXTRAPOLATION, clip=CLIP):
+    """Clipped log of (baseline steps to reach `loss`) / `step`, the steps read off
+    the baseline's fitted power law (extrapolated up to `max_extrapolation` times its
+    horizon): the meta-training reward. The held-out evaluation's speedup is read off
+    Adam's measured curve instead (`training.evaluate.measured_speedup`).
 
     A non-finite loss, or one the baseline beats from the start, gives -clip.
     """
     if step <= 0:
-        raise ValueError(f"log_speedup needs a positive step, got {step}.")
+        raise ValueError(f"fitted_log_speedup needs a positive step, got {step}.")
     if not math.isfinite(loss):
         return -clip
     baseline_step = min(fit.steps_to_reach(loss), max_extrapolation * fit.horizon)
@@ -150,5 +153,5 @@ def rewards(fit, losses, steps, **kwargs):
     `losses[k]` is the eval loss after `steps[k]` steps (all positive). The
     rewards sum to the final log speedup (gamma = 1 telescoping).
     """
-    speedups = [log_speedup(fit, loss, step, **kwargs) for loss, step in zip(losses, steps)]
+    speedups = [fitted_log_speedup(fit, loss, step, **kwargs) for loss, step in zip(losses, steps)]
     return np.diff(np.concatenate([[0.0], speedups]))

@@ -70,7 +70,7 @@ def score(spec, task, baseline, policy, start=None, control_steps=None):
     optimizer = keras_lopt.LHOPT(**hyperparameters, policy=policy, total_steps=spec.total_steps,
                                  control_every=control_every)
     steps, losses = runner.TaskRun(task, optimizer).run()
-    return reward.log_speedup(baseline.fit, float(losses[-1]), int(steps[-1]))
+    return reward.fitted_log_speedup(baseline.fit, float(losses[-1]), int(steps[-1]))
 
 
 def score_task(seed, min_steps, max_steps, contenders, families=tasks.FAMILIES, min_train_examples=0):
