@@ -235,10 +235,9 @@ def _one_quadratic(min_steps, max_steps, **settings):
 
 
 def test_environment_episode_rewards_telescope(tmp_path):
-    from tf_agents.environments import utils
-
     from keras_lopt import actions
-    from training import environment
+    from training import environment  # first: the training package selects Keras 2 for TF-Agents
+    from tf_agents.environments import utils
 
     env = environment.LHOPTEnvironment(
         seed=1, distribution=_one_quadratic(30, 40),
@@ -308,8 +307,10 @@ def test_environment_draws_each_episodes_start(tmp_path):
     for r in records:
         assert r["hyperparameters"] == pytest.approx(r["initial_hyperparameters"], rel=1e-5)
         assert (r["initial_hyperparameters"] == defaults) == r["default_start"]
-    randomised = [r["initial_hyperparameters"]["learning_rate"] for r in records if not r["default_start"]]
-    assert len(set(randomised)) == len(randomised)  # drawn per episode, not fixed per task
+    # Mis-set starts are the task's own few (so the frame's run from each is cached), drawn per episode.
+    spec = _one_quadratic(20, 30).sample(3)
+    for r in records:
+        assert r["initial_hyperparameters"] == _one_quadratic(20, 30).start(spec, r["start"]).hyperparameters
     with pytest.raises(ValueError, match="default_start_probability"):
         tasks.TaskDistribution(default_start_probability=2.0)
 
@@ -423,3 +424,85 @@ def test_a_policy_is_fine_tuned_in_the_schedule_its_learning_rate_head_was_train
     with pytest.raises(ValueError, match=r"learning_rate_schedule='cosine'.*init_fresh_heads=\('learning_rate',\)"):
         policy_io.check_policy_schedule("default", "constant", ())
     policy_io.check_policy_schedule("default", "constant", ("learning_rate",))  # that head starts fresh
+
+
+def test_a_controller_that_does_what_the_frame_does_scores_exactly_zero_over_it(tmp_path):
+    from keras_lopt import actions
+    from training import environment
+
+    distribution = _one_quadratic(30, 40, default_start_probability=0.0, random_starts=2, max_weight_scale=3.0)
+    make = lambda seed: environment.LHOPTEnvironment(  # noqa: E731
+        seed=seed, distribution=distribution, baseline_dir=tmp_path / "baselines", stats_path=tmp_path / "episodes.jsonl",
+        learning_rate_schedule="cosine", reward_baseline="frame")
+    env = make(0)
+    noop = tuple(np.int32(a) for a in actions.NOOP_ACTION)
+    for _ in range(3):  # both mis-set starts come up, each run once by the frame and then reused
+        time_step = env.reset()
+        rewards = []
+        while not time_step.is_last():
+            time_step = env.step(noop)
+            rewards.append(float(time_step.reward))
+        assert rewards == [0.0] * len(rewards)
+    records = environment.read_episode_records(tmp_path / "episodes.jsonl", 0)[0]
+    assert [r["return"] for r in records] == [0.0] * 3
+    assert all(r["log_speedup_over_frame"] == 0.0 and r["reward_baseline"] == "frame" for r in records)
+    assert {r["start"] for r in records} <= {1, 2} and all(1 / 3 <= r["weight_scale"] <= 3 for r in records)
+    assert len(list((tmp_path / "baselines" / "frames").glob("*.json"))) == len({r["start"] for r in records})
+
+    # Another worker reuses the cached frame; moving the learning rate away from the frame's is paid for (or
+    # charged) relative to it, and the return over Adam is kept beside it.
+    other = make(1)
+    time_step = other.reset()
+    assert other._episode["frame_seconds"] == 0.0
+    double = list(noop)
+    double[0] = np.int32(actions.ACTION_HEADS[0].choices.index(2.0))
+    while not time_step.is_last():
+        time_step = other.step(tuple(double))
+    record = environment.read_episode_records(tmp_path / "episodes.jsonl", 0)[0][-1]
+    assert record["return"] == pytest.approx(record["log_speedup_over_frame"], abs=1e-6) and record["return"] != 0.0
+    assert record["log_speedup"] != record["return"]
+    with pytest.raises(ValueError, match="reward_baseline must be one of"):
+        environment.LHOPTEnvironment(distribution=distribution, reward_baseline="cosine")
+
+
+def test_mis_set_starts_are_drawn_once_per_task_around_lhopts_defaults():
+    from keras_lopt.hyperparameters import DEFAULTS, HYPERPARAMETERS
+    from training import tasks
+
+    distribution = tasks.TaskDistribution(random_starts=3, max_weight_scale=3.0)
+    spec = distribution.sample(5)
+    assert distribution.start(spec, 0) == tasks.Start(0, DEFAULTS)
+    starts = [distribution.start(spec, i) for i in (1, 2, 3)]
+    assert starts == [distribution.start(spec, i) for i in (1, 2, 3)]  # the same every time: the frame is cached
+    assert len({s.key for s in starts}) == 3
+    for seed in range(40):
+        for index in (1, 2, 3):
+            start = distribution.start(distribution.sample(seed), index)
+            assert 1 / 3 <= start.weight_scale <= 3
+            assert 1e-2 * DEFAULTS["learning_rate"] <= start.hyperparameters["learning_rate"] <= 1.0
+            for name, value in start.hyperparameters.items():
+                low, high = HYPERPARAMETERS[name].bounds
+                assert low <= HYPERPARAMETERS[name].stored(value) * (1 + 1e-9) <= high * (1 + 1e-9) + 1e-12
+    with pytest.raises(ValueError, match="not one of the task's starts"):
+        distribution.start(spec, 4)
+    with pytest.raises(ValueError, match="random_starts must be >= 1"):
+        tasks.TaskDistribution(random_starts=0)
+    assert tasks.TaskDistribution(random_starts=0, default_start_probability=1.0).random_starts == 0
+    rng = np.random.default_rng(0)
+    drawn = [tasks.TaskDistribution(default_start_probability=0.5).draw_start(spec, rng).index for _ in range(400)]
+    assert 150 < drawn.count(0) < 250 and set(drawn) == {0, 1, 2, 3, 4}
+
+
+def test_a_start_rescales_the_models_initial_weights(tmp_path):
+    from training import environment, tasks
+
+    spec = _one_quadratic(30, 40).sample(3)
+    prepared = environment._PreparedRun(spec, tasks.build_task(spec))
+    weights = [v.numpy() for v in prepared.run.model.trainable_variables]
+    prepared.reset(tasks.Start(1, {"learning_rate": 0.5}, weight_scale=2.5))
+    for before, variable in zip(weights, prepared.run.model.trainable_variables):
+        np.testing.assert_allclose(variable.numpy(), 2.5 * before, rtol=1e-6)
+    assert prepared.run.optimizer.hyperparameters["learning_rate"] == pytest.approx(0.5)
+    prepared.reset()
+    for before, variable in zip(weights, prepared.run.model.trainable_variables):
+        np.testing.assert_array_equal(variable.numpy(), before)

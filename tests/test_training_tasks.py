@@ -417,3 +417,19 @@ def test_a_start_parses_to_lhopt_constructor_arguments():
 def test_a_bad_start_is_one_line_naming_it(text, message):
     with pytest.raises(ValueError, match=message):
         tasks.parse_start(text)
+
+
+def test_paired_log_speedup_is_zero_for_the_frames_own_loss_and_clipped():
+    fit = reward.PowerLaw(c=0.1, a=1.0, tau=10.0, alpha=1.0, horizon=100.0)
+    for loss in (0.9, 0.3, 0.12, 5.0, 1e-9, math.nan):
+        assert reward.paired_log_speedup(fit, loss, loss, 50) == 0.0
+    # Reaching at step 50 the loss Adam's fit reaches at 2x the steps the frame's loss takes: log 2.
+    frame_loss, ours = float(fit(20)), float(fit(40))
+    assert reward.paired_log_speedup(fit, ours, frame_loss, 50) == pytest.approx(math.log(2))
+    assert reward.paired_log_speedup(fit, frame_loss, ours, 50) == pytest.approx(-math.log(2))
+    assert reward.paired_log_speedup(fit, math.nan, frame_loss, 50) < 0
+    assert reward.paired_log_speedup(fit, float(fit(100)), math.nan, 50) == reward.CLIP
+    # Both far below Adam's pace (each beyond the reward's floor of -3 alone) are still told apart.
+    slow, slower = float(fit(0.5)), float(fit(0.05))
+    assert reward.fitted_log_speedup(fit, slow, 100) == reward.fitted_log_speedup(fit, slower, 100) == -reward.CLIP
+    assert reward.paired_log_speedup(fit, slow, slower, 100) == pytest.approx(math.log(10))

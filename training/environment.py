@@ -3,15 +3,21 @@
 LHOPT runs in external-control mode (docs/design.md, "One feature path": the environment
 drives the very optimizer users get). An episode:
 
-- `reset()` picks a task and the episode's initial hyperparameters (LHOPT's
-  defaults with probability `default_start_probability`, else a random draw
-  as in `tasks.sample_initial_hyperparameters`), trains the first control
-  interval and returns the first observation;
+- `reset()` picks a task and the episode's start (`tasks.TaskDistribution.draw_start`:
+  LHOPT's defaults with probability `default_start_probability`, else one of the
+  task's mis-set starts, with its model's initial weights rescaled), trains the
+  first control interval and returns the first observation;
 - each `step(action)` applies the action to LHOPT's hyperparameters, trains the
   next `control_every` steps in one compiled chunk, reads the eval loss and
   returns the reward: the change in the clipped log speedup over the task's
   Adam baseline (training/reward.py; the first step's reward counts from 0,
-  so an episode's undiscounted return is its final log speedup);
+  so an episode's undiscounted return is its final log speedup), or with
+  `reward_baseline="frame"` over the fixed frame's run from the same start,
+  weights and batches (every action the no-op, following the learning-rate
+  schedule): a controller that does what the frame does scores exactly 0, so
+  the return measures what the learned part adds. The frame's run is made on
+  the worker's compiled run of the task the first time a (task, start) comes
+  up and cached;
 - the episode ends after the task's last control step.
 
 With `task_return_baseline` > 0, each reward is lowered by an equal share of
@@ -94,6 +100,47 @@ def action_spec():
     )
 
 
+REWARD_BASELINES = ("adam", "frame")
+FRAME_CACHE_VERSION = 1
+
+
+class FrameCache:
+    """The fixed frame's eval losses per task, start and learning-rate schedule, one JSON file each.
+
+    Parallel workers share it: files are written then renamed, so none reads half a file.
+    """
+
+    def __init__(self, directory):
+        self.directory = pathlib.Path(directory)
+
+    def path(self, spec, start, schedule):
+        return self.directory / f"{spec.key}_{start.key}_{schedule}.json"
+
+    def get(self, spec, start, schedule):
+        path = self.path(spec, start, schedule)
+        if not path.exists():
+            return None
+        record = json.loads(path.read_text())
+        if record.get("version") != FRAME_CACHE_VERSION:
+            return None
+        return [float(x) for x in record["losses"]]
+
+    def put(self, spec, start, schedule, losses):
+        path = self.path(spec, start, schedule)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        # JSON has no nan/inf: stored as strings, read back by float().
+        partial.write_text(json.dumps({"version": FRAME_CACHE_VERSION,
+                                       "losses": [x if np.isfinite(x) else str(x) for x in losses]}))
+        partial.replace(path)
+
+
+def _new_episode(spec, prepared):
+    return {"spec": spec, "prepared": prepared, "control_step": 0, "inner_seconds": 0.0, "compile_seconds": 0.0,
+            "eval_seconds": 0.0, "return": 0.0,
+            "previous_progress": 0.0}  # where the learning-rate schedule was last moved to
+
+
 class _PreparedRun:
     """A task's compiled run plus the values to reset it to between episodes."""
 
@@ -106,9 +153,16 @@ class _PreparedRun:
         # Compiled once per task: run eagerly, the action's few dozen small ops cost ~3 ms per control step.
         self.apply_action = tf.function(self.run.optimizer.apply_action)
 
-    def reset(self):
+    def reset(self, start=None):
+        """Back to the task's initial state; from `start` (a `tasks.Start`) if given: its hyperparameters,
+        and the model's initial weights times its `weight_scale`."""
         for variable, value in zip(self.variables, self.initial):
             variable.assign(value)
+        if start is not None:
+            if start.weight_scale != 1.0:
+                for variable in self.run.model.trainable_variables:
+                    variable.assign(variable * start.weight_scale)
+            self.run.optimizer.reset_hyperparameters(**start.hyperparameters)
 
 
 class LHOPTEnvironment(py_environment.PyEnvironment):
@@ -134,6 +188,11 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
         task_return_baseline: if > 0, rewards are shaped by the mean return of
             the last this many episodes of the same task and kind of start
             (see the module docstring); needs `stats_path`.
+        reward_baseline: "adam": the reward is the log speedup over the
+            task's Adam baseline; "frame": over the fixed frame's run from the
+            same start (`reward.paired_log_speedup`; the frame's eval losses
+            are cached per task, start and schedule beside the baselines).
+            Episode records keep both returns either way.
         learning_rate_schedule: "constant" (the learning rate moves by the
             head's choices) or "cosine": it follows a cosine decay over the
             episode and the head's choice multiplies that
@@ -142,13 +201,18 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
     """
 
     def __init__(self, seed=0, distribution=None, baseline_dir=None, stats_path=None, max_cached_runs=8,
-                 warm_up=False, worker=(0, 1), task_return_baseline=0, learning_rate_schedule="constant"):
+                 warm_up=False, worker=(0, 1), task_return_baseline=0, learning_rate_schedule="constant",
+                 reward_baseline="adam"):
         super().__init__(handle_auto_reset=True)
         actions.check_learning_rate_schedule(learning_rate_schedule)
+        if reward_baseline not in REWARD_BASELINES:
+            raise ValueError(f"reward_baseline must be one of {REWARD_BASELINES}; got {reward_baseline!r}.")
+        self._reward_baseline = reward_baseline
         self._learning_rate_schedule = learning_rate_schedule
         self._rng = np.random.default_rng(seed)
         self._distribution = distribution or tasks.TaskDistribution()
         self._baselines = baselines.BaselineCache(baseline_dir)
+        self._frames = FrameCache(self._baselines.directory / "frames")
         self._stats_path = stats_path
         self._runs = collections.OrderedDict()
         self._max_cached_runs = max_cached_runs
@@ -245,37 +309,73 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
         returns = self._task_returns.get((spec.key, default_start))
         return float(np.mean(returns)) if returns else 0.0
 
-    def _log_speedup(self, loss):
+    def _values(self, loss):
+        """(the episode's value over Adam, over the frame) after this control step; the reward follows one."""
         episode = self._episode
-        steps = episode["prepared"].run.steps_done
-        return reward.fitted_log_speedup(episode["baseline"].fit, loss, steps)
+        steps, fit = episode["prepared"].run.steps_done, episode["baseline"].fit
+        over_adam = reward.fitted_log_speedup(fit, loss, steps)
+        frame = episode["frame_losses"]
+        if frame is None:
+            return over_adam, None
+        return over_adam, reward.paired_log_speedup(fit, loss, frame[episode["control_step"] - 1], steps)
+
+    def _act(self, action):
+        """Moves the hyperparameters by `action` (following the run's learning-rate schedule), trains the
+        next control interval; returns its eval loss."""
+        episode = self._episode
+        progress = float(episode["prepared"].run.optimizer.observation[features.PROGRESS])
+        amounts = actions.scheduled_amounts(actions.chosen_amounts(action), episode["previous_progress"], progress,
+                                            self._learning_rate_schedule)
+        episode["previous_progress"] = progress
+        episode["prepared"].apply_action(tf.constant(action), amounts)
+        return self._train_chunk()
+
+    def _frame_losses(self, spec, prepared, start):
+        """The eval losses of the fixed frame (every action the no-op) from `start`, one per control step:
+        from the cache, or run now on this worker's compiled run of the task."""
+        cached = self._frames.get(spec, start, self._learning_rate_schedule)
+        if cached is not None:
+            return cached, 0.0
+        began = time.perf_counter()
+        prepared.reset(start)
+        self._episode = _new_episode(spec, prepared)
+        losses = [self._train_chunk()]
+        noop = np.asarray(actions.NOOP_ACTION, np.int32)
+        while self._episode["control_step"] < spec.control_steps:
+            losses.append(self._act(noop))
+        self._frames.put(spec, start, self._learning_rate_schedule, losses)
+        return losses, time.perf_counter() - began
 
     # --- PyEnvironment ------------------------------------------------------------
 
     def _reset(self):
-        start = time.perf_counter()
+        began = time.perf_counter()
         spec = self._distribution.sample(int(self._rng.choice(self._distribution.seeds)))
         baseline_start = time.perf_counter()
         baseline = self._baselines.get(spec)
         baseline_seconds = time.perf_counter() - baseline_start
         prepared = self._prepared(spec)
-        prepared.reset()
-        default_start = self._rng.uniform() < self._distribution.default_start_probability
-        initial = tasks.default_hyperparameters() if default_start else tasks.sample_initial_hyperparameters(self._rng)
-        prepared.run.optimizer.reset_hyperparameters(**initial)
-        return_baseline = self._return_baseline(spec, bool(default_start))
-        self._episode = {
+        start = self._distribution.draw_start(spec, self._rng)
+        frame_losses, frame_seconds = None, 0.0
+        if self._reward_baseline == "frame":
+            frame_losses, frame_seconds = self._frame_losses(spec, prepared, start)
+        prepared.reset(start)
+        return_baseline = self._return_baseline(spec, start.index == 0)
+        self._episode = _new_episode(spec, prepared) | {
             "return_baseline": return_baseline,
             # One share per step() call: the first control interval runs here.
             "baseline_per_step": return_baseline / max(spec.control_steps - 1, 1),
-            "initial_hyperparameters": initial, "default_start": bool(default_start),
-            "spec": spec, "prepared": prepared, "baseline": baseline, "start": start, "control_step": 0,
-            "inner_seconds": 0.0, "compile_seconds": 0.0, "eval_seconds": 0.0,
-            "baseline_seconds": baseline_seconds, "return": 0.0, "previous": 0.0,
-            "previous_progress": 0.0,  # where the learning-rate schedule was last moved to
+            "start": start, "baseline": baseline, "frame_losses": frame_losses, "began": began,
+            "baseline_seconds": baseline_seconds, "frame_seconds": frame_seconds,
         }
         loss = self._train_chunk()
-        return ts.restart(self._observation(self._log_speedup(loss)))
+        over_adam, over_frame = self._values(loss)
+        # Rewards count from 0, so the return is the final value (the first interval's is in the first reward).
+        self._episode.update(previous_over_adam=0.0, previous_over_frame=None if over_frame is None else 0.0)
+        return ts.restart(self._observation(self._value(over_adam, over_frame)))
+
+    def _value(self, over_adam, over_frame):
+        return over_adam if self._reward_baseline == "adam" else over_frame
 
     def _step(self, action):
         episode = self._episode
@@ -284,24 +384,20 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
             actions.check_action(action)
         except ValueError as error:
             raise ValueError(f"Invalid action: {error} A policy samples out of range when its logits are NaN.") from None
-        progress = float(episode["prepared"].run.optimizer.observation[features.PROGRESS])
-        amounts = actions.scheduled_amounts(actions.chosen_amounts(action), episode["previous_progress"], progress,
-                                            self._learning_rate_schedule)
-        episode["previous_progress"] = progress
-        episode["prepared"].apply_action(tf.constant(action), amounts)
-        loss = self._train_chunk()
-        speedup = self._log_speedup(loss)
-        gain = speedup - episode["previous"]
+        loss = self._act(action)
+        over_adam, over_frame = self._values(loss)
+        value = self._value(over_adam, over_frame)
+        gain = value - self._value(episode["previous_over_adam"], episode["previous_over_frame"])
+        episode.update(previous_over_adam=over_adam, previous_over_frame=over_frame)
         episode["return"] += gain
         step_reward = np.float32(gain - episode["baseline_per_step"])
-        episode["previous"] = speedup
-        observation = self._observation(speedup)
+        observation = self._observation(value)
         if episode["control_step"] >= episode["spec"].control_steps:
-            self._finish(loss, speedup)
+            self._finish(loss, over_adam, over_frame)
             return ts.termination(observation, step_reward)
         return ts.transition(observation, step_reward, discount=1.0)
 
-    def _finish(self, loss, speedup):
+    def _finish(self, loss, over_adam, over_frame):
         episode = self._episode
         if not self._stats_path:
             return
@@ -312,17 +408,22 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
             "control_steps": episode["spec"].control_steps,
             "steps": episode["prepared"].run.steps_done,
             "return": episode["return"],
-            "log_speedup": speedup,
+            "reward_baseline": self._reward_baseline,
+            "log_speedup": over_adam,  # the return over Adam (each reward's sum, unshaped)
+            "log_speedup_over_frame": over_frame,  # the return over the frame (None unless it ran)
             "final_eval_loss": loss if np.isfinite(loss) else str(loss),
             "baseline_final_eval_loss": float(episode["baseline"].losses[-1]),
-            "seconds": time.perf_counter() - episode["start"],
+            "seconds": time.perf_counter() - episode["began"],
             "inner_seconds": episode["inner_seconds"],
             "compile_seconds": episode["compile_seconds"],
             "eval_seconds": episode["eval_seconds"],
             "baseline_seconds": episode["baseline_seconds"],
+            "frame_seconds": episode["frame_seconds"],
             "hyperparameters": episode["prepared"].run.optimizer.hyperparameters,
-            "initial_hyperparameters": episode["initial_hyperparameters"],
-            "default_start": episode["default_start"],
+            "initial_hyperparameters": episode["start"].hyperparameters,
+            "default_start": episode["start"].index == 0,
+            "start": episode["start"].index,
+            "weight_scale": episode["start"].weight_scale,
             "return_baseline": episode["return_baseline"],
             "pid": os.getpid(),
         }

@@ -147,6 +147,25 @@ def fitted_log_speedup(fit, loss, step, max_extrapolation=MAX_EXTRAPOLATION, cli
     return float(np.clip(math.log(baseline_step / step), -clip, clip))
 
 
+# Each side of a paired log speedup is read down to 1/10,000 of Adam's pace before the
+# difference is clipped: from a badly mis-set start both runs are far below Adam's pace
+# (beyond -CLIP), and a controller that repairs some of it must still be told apart.
+PAIRED_RESOLUTION = math.log(1e4)
+
+
+def paired_log_speedup(fit, loss, frame_loss, step, clip=CLIP, resolution=PAIRED_RESOLUTION, **kwargs):
+    """The log speedup of a run over the fixed frame's run from the same start: its
+    `fitted_log_speedup` minus the frame's at the same `step` (both over the Adam
+    baseline `fit`, each clipped to +-`resolution`), clipped to +-`clip`. A run that
+    does what the frame does scores exactly 0. Measured in the Adam baseline's steps,
+    so it stays informative where the frame makes no progress at all (a badly
+    mis-set start), where a fit to the frame's own curve would be flat.
+    """
+    ours = fitted_log_speedup(fit, loss, step, clip=resolution, **kwargs)
+    frame = fitted_log_speedup(fit, frame_loss, step, clip=resolution, **kwargs)
+    return float(np.clip(ours - frame, -clip, clip))
+
+
 def rewards(fit, losses, steps, **kwargs):
     """Per-control-step rewards: differences of consecutive log speedups.
 

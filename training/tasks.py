@@ -158,6 +158,41 @@ def sample_initial_hyperparameters(rng):
     return values
 
 
+@dataclasses.dataclass(frozen=True)
+class Start:
+    """Where an episode starts: LHOPT's initial hyperparameters and a factor on the model's initial weights.
+
+    Index 0 is LHOPT's defaults at the model's own scale; the others are mis-set
+    starts drawn once per task (`TaskDistribution.start`), so the fixed frame's run
+    from each can be cached and paid once.
+    """
+
+    index: int
+    hyperparameters: dict
+    weight_scale: float = 1.0
+
+    @property
+    def key(self):
+        text = json.dumps({"hyperparameters": self.hyperparameters, "weight_scale": self.weight_scale}, sort_keys=True)
+        return f"start{self.index}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
+def sample_start(rng, max_weight_scale=1.0):
+    """A mis-set start, as in the paper but around LHOPT's defaults: the learning rate
+    times log-uniform[1e-2, 1e2], the others' stored values times log-uniform[0.1, 10]
+    (`start_factors`), kept inside the action bounds; and the model's initial weights
+    times log-uniform[1 / max_weight_scale, max_weight_scale] (the controller's
+    features do not see that scale; the frame's fixed schedule does)."""
+    from keras_lopt.hyperparameters import TABLE
+
+    values = {}
+    for hp in TABLE:
+        stored = hp.stored(hp.default) * _log_uniform(rng, *hp.start_factors)
+        values[hp.name] = float(hp.stored(min(max(stored, hp.bounds[0]), hp.bounds[1])))
+    scale = _log_uniform(rng, 1.0 / max_weight_scale, max_weight_scale) if max_weight_scale > 1.0 else 1.0
+    return values, float(scale)
+
+
 def _mlp_settings(rng, max_width=256):
     return {
         "depth": int(rng.integers(1, 4)),
@@ -308,8 +343,9 @@ class TaskDistribution:
     [`min_steps`, `max_steps`], control steps in [`min_control_steps`,
     `max_control_steps`]; with `balance_families` seed i's task is of family
     i mod len(families) (`sample_pool_task`). An episode starts at LHOPT's defaults
-    with probability `default_start_probability`, else at its task's randomised
-    hyperparameters.
+    with probability `default_start_probability`, else at one of its task's
+    `random_starts` mis-set starts (`sample_start`; the model's initial weights
+    rescaled by up to `max_weight_scale` either way).
     """
 
     families: tuple = FAMILIES
@@ -322,6 +358,8 @@ class TaskDistribution:
     pool_size: int = 64
     long_run_pool_size: int = 0
     default_start_probability: float = 0.0
+    random_starts: int = 4
+    max_weight_scale: float = 1.0
 
     def __post_init__(self):
         object.__setattr__(self, "families", tuple(self.families))
@@ -337,6 +375,11 @@ class TaskDistribution:
                              f"among families={self.families}.")
         if not 0.0 <= self.default_start_probability <= 1.0:
             raise ValueError(f"default_start_probability must be in [0, 1]; got {self.default_start_probability!r}.")
+        if self.random_starts < 1 and self.default_start_probability < 1.0:
+            raise ValueError(f"random_starts must be >= 1 unless every episode starts at the defaults "
+                             f"(default_start_probability=1); got {self.random_starts!r}.")
+        if not self.max_weight_scale >= 1.0:
+            raise ValueError(f"max_weight_scale must be >= 1 (1: no rescaling); got {self.max_weight_scale!r}.")
 
     @property
     def long_run_families(self):
@@ -351,6 +394,22 @@ class TaskDistribution:
     def seeds(self):
         """Every pool task's seed: the regular ones, then the long runs."""
         return tuple(range(self.first_seed, self.first_seed + self.pool_size)) + self.long_run_seeds
+
+    def start(self, spec, index):
+        """The task's start number `index`: 0 is LHOPT's defaults, 1..`random_starts` its mis-set starts."""
+        if index == 0:
+            return Start(0, default_hyperparameters())
+        if not 1 <= index <= self.random_starts:
+            raise ValueError(f"Start {index} is not one of the task's starts 0..{self.random_starts}.")
+        hyperparameters, scale = sample_start(np.random.default_rng([spec.seed, 104729, index]), self.max_weight_scale)
+        return Start(index, hyperparameters, scale)
+
+    def draw_start(self, spec, rng):
+        """An episode's start: the defaults with probability `default_start_probability`, else one of the
+        task's mis-set starts, uniformly."""
+        if rng.uniform() < self.default_start_probability:
+            return self.start(spec, 0)
+        return self.start(spec, int(rng.integers(1, self.random_starts + 1)))
 
     def sample(self, seed):
         """The pool task of `seed` (a `TaskSpec`)."""

@@ -226,6 +226,7 @@ def train_eval(
     task_return_baseline=0,
     learning_rate_schedule="constant",
     init_fresh_heads=(),
+    reward_baseline="adam",
     log=print,
 ):
     """Runs (or resumes) meta-training in `root_dir`; returns the last progress line.
@@ -238,6 +239,8 @@ def train_eval(
     `learning_rate_schedule`: "constant", or "cosine" for a policy whose learning-rate head moves
     the rate relative to a cosine decay over the run (`keras_lopt.actions.scheduled_amounts`);
     its exported controllers follow the same schedule.
+    `reward_baseline`: "adam" (the log speedup over Adam at its defaults) or "frame" (over the fixed
+    frame's run from the same start: what the learned moves add; `environment.LHOPTEnvironment`).
     Every iteration collects episodes, trains PPO on them, then runs its periodic work: summaries,
     a checkpoint every `checkpoint_interval` iterations, a policy snapshot every `export_interval`
     (ROOT/policies/iteration_NNNNN), a progress line and record.
@@ -249,7 +252,7 @@ def train_eval(
     py_env = _start_environments(
         root, distribution, num_parallel_environments, seed, baseline_dir=baseline_dir or str(root / "baselines"),
         max_cached_runs=max_cached_runs, warm_up=warm_up, task_return_baseline=task_return_baseline,
-        learning_rate_schedule=learning_rate_schedule)
+        learning_rate_schedule=learning_rate_schedule, reward_baseline=reward_baseline)
     tf_env = tf_py_environment.TFPyEnvironment(py_env)
     agent, checkpointer, iteration, episode_count = _start_agent(root, init_policy, init_logit_scale,
                                                                  init_fresh_heads, log)
