@@ -50,17 +50,26 @@ def test_train_resume_export_and_fit(tmp_path):
     assert "iteration 1/1" in out and "mean speedup" in out
     checkpoint = (root / "train" / "checkpoint").read_text()
     assert "ckpt-1" in checkpoint
+    # As a trainer killed during iteration 2 leaves them: an episode and a progress row never checkpointed.
+    first = (root / "episodes.jsonl").read_text().splitlines()
+    with open(root / "episodes.jsonl", "a") as f:
+        f.write(first[0] + "\n" + '{"task": "half a line')
+    with open(root / "progress.jsonl", "a") as f:
+        f.write('{"iteration": 2, "episodes": 1}\n')
 
-    # Resumed: starts from the checkpoint's iteration, runs only the missing one.
+    # Resumed: starts from the checkpoint's iteration, runs only the missing one, and first forgets what the
+    # killed iteration recorded.
     out = _run("training.train", "--root_dir", str(root), *_gin_args(2))
     assert "iteration 2/2" in out and "iteration 1/" not in out
+    assert "Dropped 2 episode records written after the checkpoint of iteration 1" in out
     assert "ckpt-2" in (root / "train" / "checkpoint").read_text()
     progress = [json.loads(line) for line in (root / "progress.jsonl").read_text().splitlines()]
     assert [p["iteration"] for p in progress] == [1, 2]
     episodes = [json.loads(line) for line in (root / "episodes.jsonl").read_text().splitlines()]
     assert len(episodes) >= 4 and {e["family"] for e in episodes} <= {"quadratic", "tabular_mlp"}
-    for e in episodes:
-        assert e["return"] == pytest.approx(e["log_speedup"], abs=1e-4)  # gamma = 1 telescoping
+    assert episodes[: len(first)] == [json.loads(line) for line in first]
+    for e in episodes:  # ppo.gin pays the log speedup over the frame; gamma = 1 telescoping
+        assert e["reward_baseline"] == "frame" and e["return"] == pytest.approx(e["log_speedup_over_frame"], abs=1e-4)
     assert len(list((root / "baselines").glob("*.json"))) <= 2  # each task's baseline ran once
     assert list((root / "train").glob("events.out.tfevents.*"))
 
@@ -81,7 +90,8 @@ def test_train_resume_export_and_fit(tmp_path):
     _run("training.export", "--root_dir", str(root), "--name", "smoke", "--output_dir", str(exported), *gin)
     policy = exported / "smoke"
     metadata = json.loads((policy / "keras_lopt_controller.json").read_text())
-    assert metadata["extra"]["iterations"] == 2 and metadata["state_size"] == 32
+    # The LSTM's state, and the previous progress of the cosine frame that ppo.gin trains in.
+    assert metadata["extra"]["iterations"] == 2 and metadata["state_size"] == 32 + 1
     assert (policy / "tf_agents_policy" / "saved_model.pb").exists()
     # The PolicySaver copy beside the controller is not part of it (nor of .keras files that embed it).
     import keras_lopt
@@ -506,3 +516,67 @@ def test_a_start_rescales_the_models_initial_weights(tmp_path):
     prepared.reset()
     for before, variable in zip(weights, prepared.run.model.trainable_variables):
         np.testing.assert_array_equal(variable.numpy(), before)
+
+
+def test_a_killed_trainer_leaves_no_worker_running(tmp_path):
+    import signal
+    import time
+
+    script = f"""
+import functools, time
+from training import environment, tasks
+from tf_agents.environments import parallel_py_environment
+from tf_agents.system import system_multiprocessing
+system_multiprocessing.enable_interactive_mode()
+distribution = tasks.TaskDistribution(families=("quadratic",), first_seed=3, pool_size=1, min_steps=30, max_steps=40)
+make = functools.partial(environment.LHOPTEnvironment, distribution=distribution, baseline_dir={str(tmp_path)!r})
+env = parallel_py_environment.ParallelPyEnvironment([make, make], start_serially=False)
+print("workers started", flush=True)
+time.sleep(600)
+"""
+    trainer = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert trainer.stdout.readline().strip() == "workers started"
+        workers = _children(trainer.pid)
+        assert len(workers) >= 2
+        trainer.send_signal(signal.SIGKILL)
+        trainer.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in workers)
+    finally:
+        trainer.kill()
+
+
+def _children(pid):
+    children = []
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def _alive(pid):
+    """Running or sleeping; a zombie waiting to be reaped has stopped."""
+    try:
+        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def test_keep_first_records_drops_what_came_after_the_checkpoint(tmp_path):
+    from training import environment
+
+    path = tmp_path / "episodes.jsonl"
+    assert environment.keep_first_records(path, 3) == 0 and not path.exists()
+    path.write_text('{"a": 1}\n{"a": 2}\n{"a": 3}\n{"a": ')
+    assert environment.keep_first_records(path, 2) == 2
+    assert environment.read_episode_records(path, 0)[0] == [{"a": 1}, {"a": 2}]
+    assert environment.keep_first_records(path, 5) == 0 and len(path.read_text().splitlines()) == 2

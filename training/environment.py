@@ -43,9 +43,13 @@ episodes, so XLA compiles each task once per worker, not once per episode.
 """
 
 import collections
+import ctypes
 import json
+import multiprocessing
 import os
 import pathlib
+import signal
+import sys
 import time
 
 # TF-Agents is written for Keras 2 (tf_keras); the tasks use Keras 3 through `import keras`.
@@ -84,6 +88,35 @@ def read_episode_records(path, offset):
     complete = text[: text.rfind("\n") + 1]
     records = [json.loads(line) for line in complete.splitlines() if line.strip()]
     return records, offset + len(complete.encode())
+
+
+def keep_first_records(path, count):
+    """Keeps only the first `count` complete records of the JSON-lines file `path` (if it exists); returns how
+    many were dropped. A killed trainer leaves the records of iterations it never checkpointed; a resumed run
+    counts from its checkpoint, so those go."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        return 0
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.endswith("\n")][:count]
+    if kept != lines:
+        partial = path.with_suffix(".partial")
+        partial.write_text("".join(kept))
+        partial.replace(path)
+    return len(lines) - len(kept)
+
+
+def die_with_trainer():
+    """In a worker process, asks Linux to kill it when the process that started it dies, even by SIGKILL: a
+    killed trainer leaves no worker behind (each holds its compiled tasks, about a GB). Does nothing in the
+    trainer's own process or off Linux."""
+    parent = multiprocessing.parent_process()
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent.pid:  # the trainer died before the request was made
+        os._exit(1)
 
 
 def observation_spec():
@@ -204,6 +237,7 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
                  warm_up=False, worker=(0, 1), task_return_baseline=0, learning_rate_schedule="constant",
                  reward_baseline="adam"):
         super().__init__(handle_auto_reset=True)
+        die_with_trainer()
         actions.check_learning_rate_schedule(learning_rate_schedule)
         if reward_baseline not in REWARD_BASELINES:
             raise ValueError(f"reward_baseline must be one of {REWARD_BASELINES}; got {reward_baseline!r}.")

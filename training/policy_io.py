@@ -50,6 +50,16 @@ def create_agent_for_root(root_dir):
     return agent, checkpointer, iteration, episodes
 
 
+def checkpointed_progress(root_dir):
+    """(iterations, episodes) as of the run's latest checkpoint in ROOT/train; (0, 0) before the first.
+    Read from the checkpoint file, without building the agent."""
+    latest = tf.train.latest_checkpoint(os.path.join(root_dir, "train"))
+    if latest is None:
+        return 0, 0
+    reader = tf.train.load_checkpoint(latest)
+    return tuple(int(reader.get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE")) for name in ("iteration", "episodes"))
+
+
 def tf_agents_policy_directory(policy):
     """The PolicySaver export inside an exported policy ("default" or a directory from training.export)."""
     directory = controller.resolve(policy) / TF_AGENTS_POLICY_DIR

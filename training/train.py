@@ -131,6 +131,21 @@ def _check_settings(root_dir, distribution, init_policy, init_logit_scale, init_
         raise SettingError(str(error)) from None
 
 
+def _forget_uncheckpointed(root, log):
+    """Drops what a killed trainer recorded after its last checkpoint (episodes and progress rows of
+    iterations that will run again), so the records match the checkpoint the run resumes from."""
+    iterations, episodes = policy_io.checkpointed_progress(str(root))
+    dropped = environment.keep_first_records(root / EPISODES_FILE, episodes)
+    progress = root / "progress.jsonl"
+    if progress.exists():
+        rows = [line for line in progress.read_text().splitlines(keepends=True) if line.endswith("\n")]
+        kept = [row for row in rows if json.loads(row)["iteration"] <= iterations]
+        if kept != rows:
+            progress.write_text("".join(kept))
+    if dropped:
+        log(f"Dropped {dropped} episode records written after the checkpoint of iteration {iterations}.")
+
+
 def _start_environments(root, distribution, num_parallel_environments, seed, **settings):
     """The environments (worker processes first, before the agent builds any TensorFlow state)
     and the run's start record; each (re)start draws new task orders."""
@@ -249,6 +264,7 @@ def train_eval(
                                    learning_rate_schedule)
     root = pathlib.Path(root_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
+    _forget_uncheckpointed(root, log)
     py_env = _start_environments(
         root, distribution, num_parallel_environments, seed, baseline_dir=baseline_dir or str(root / "baselines"),
         max_cached_runs=max_cached_runs, warm_up=warm_up, task_return_baseline=task_return_baseline,
