@@ -135,6 +135,7 @@ from keras_lopt import actions, features
 mode = keras_lopt.Controller.load({str(policy)!r})
 expected = keras_lopt.Controller.load({str(exported / "expected")!r})
 observations = np.random.default_rng(0).normal(size=(20, features.NUM_FEATURES)).astype("float32")
+observations[:, features.PROGRESS] = 0.0  # the cosine frame's learning-rate factor stays 1: amounts are the moves'
 state_a = state_b = tf.zeros([mode.state_size])
 between = 0
 for observation in observations:
