@@ -158,7 +158,8 @@ def sample_run():
     return np.array(chosen), state.numpy()
 first, state = sample_run()
 np.testing.assert_array_equal(first, sample_run()[0])
-assert state[-1] == len(observations) and len({{tuple(a) for a in first}}) > 1
+# The control step's index; the last slot is the cosine frame's previous progress.
+assert state[-2] == len(observations) and len({{tuple(a) for a in first}}) > 1
 sharp = keras_lopt.Controller.load({str(exported / "sharp")!r})
 state_mode, state_sharp = tf.zeros([mode.state_size]), tf.zeros([sharp.state_size])
 for observation in observations:
