@@ -1,12 +1,16 @@
-"""Mean validation score of each contender over several validate_policies.py results files.
+"""Mean validation score of each contender over several `python -m training.validate` results files.
 
 The shipping rule reads one number per contender: its mean clipped log speedup over
 the tasks of all the validation sets together (each task once, so a set of 16 tasks
-weighs twice one of 8). Only contenders scored in every file are compared.
+weighs twice one of 8). Only contenders scored in every file are compared. With
+`--reference NAME` each contender is also compared paired with that one (the same
+tasks, seeds and starts): the mean of its per-task difference and a 95% bootstrap
+interval over the tasks.
 
     python -m training.combine_validation research/results/validate_initial_lr_*.json \
         --output research/results/validate_initial_lr_combined.json
     # writes the .json and a .md beside it
+    python -m training.combine_validation V1.json V2.json --reference "frame" --output C.json
 """
 
 import argparse
@@ -30,17 +34,46 @@ def combine(paths):
     return {c: float(np.mean(s)) for c, s in scores.items()}, per_file, tasks
 
 
+BOOTSTRAP_SAMPLES = 10000
+
+
+def paired(paths, reference, seed=0):
+    """{contender: (mean difference to `reference` over every task, 95% bootstrap interval)}: per task, the
+    contender's score minus the reference's; the interval resamples tasks (seeded, so it is repeatable)."""
+    files = [json.loads(pathlib.Path(p).read_text()) for p in paths]
+    rows = [row for data in files for row in data["results"]]
+    if any(reference not in row["scores"] for row in rows):
+        raise ValueError(f"The reference {reference!r} is not scored on every task of {', '.join(map(str, paths))}.")
+    rng = np.random.default_rng(seed)
+    result = {}
+    for contender in rows[0]["scores"]:
+        if contender == reference or any(contender not in row["scores"] for row in rows):
+            continue
+        differences = np.array([row["scores"][contender] - row["scores"][reference] for row in rows])
+        resampled = differences[rng.integers(0, len(differences), (BOOTSTRAP_SAMPLES, len(differences)))].mean(1)
+        low, high = np.percentile(resampled, [2.5, 97.5])
+        result[contender] = (float(differences.mean()), (float(low), float(high)))
+    return result
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+", help="validate_policies.py results (.json)")
     parser.add_argument("--output", required=True, help="where to write the .json (and the .md beside it)")
+    parser.add_argument("--reference", help="a contender to compare every other one with, task by task")
     args = parser.parse_args()
     means, per_file, tasks = combine(args.files)
+    try:
+        against = paired(args.files, args.reference) if args.reference else {}
+    except ValueError as error:
+        parser.error(str(error))
     command = "python -m training.combine_validation " + " ".join(sys.argv[1:])
     output = pathlib.Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({"command": command, "tasks": tasks, "mean_log_speedup": means,
-                                  "per_file": per_file}, indent=1))
+                                  "per_file": per_file, "reference": args.reference,
+                                  "paired_with_reference": {c: {"mean": m, "interval_95": i}
+                                                            for c, (m, i) in against.items()}}, indent=1))
     names = [pathlib.Path(f).name for f in args.files]
     lines = [
         "# Validation sets combined",
@@ -52,6 +85,13 @@ def main():
     ]
     for c, mean in sorted(means.items(), key=lambda item: -item[1]):
         lines.append(f"| {c} | **{mean:+.2f}** | " + " | ".join(f"{v:+.2f}" for v in per_file[c].values()) + " |")
+    if against:
+        lines += ["", f"Paired with `{args.reference}` (the same tasks, seeds and starts): mean per-task difference and "
+                  f"its 95% bootstrap interval over the {tasks} tasks; \"better\" only where the interval excludes 0.",
+                  "", "| contender | difference | 95% interval | |", "|---|---|---|---|"]
+        for c, (mean, (low, high)) in sorted(against.items(), key=lambda item: -item[1][0]):
+            verdict = "better" if low > 0 else "worse" if high < 0 else "not told apart"
+            lines.append(f"| {c} | {mean:+.3f} | {low:+.3f} .. {high:+.3f} | {verdict} |")
     output.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
