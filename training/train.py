@@ -212,12 +212,17 @@ def _iteration_record(step, records, loss, trajectories, elapsed, train_seconds,
     }
 
 
+def _inner_share(record):
+    """The share of worker time an iteration spent inside the inner XLA steps."""
+    return record["inner_seconds"] / (record["seconds"] * record["num_environments"])
+
+
 def _write_loss_summaries(loss, record, step):
     tf.summary.scalar("losses/total", loss.loss, step=step)
     for name, value in loss.extra._asdict().items():
         if tf.size(value) == 1:
             tf.summary.scalar(f"losses/{name}", tf.reshape(value, []), step=step)
-    inner_share = record["inner_seconds"] / (record["seconds"] * record["num_environments"])
+    inner_share = _inner_share(record)
     tf.summary.scalar("time/seconds_per_iteration", record["seconds"], step=step)
     tf.summary.scalar("time/inner_step_share", inner_share, step=step)
     tf.summary.scalar("time/episodes_per_hour", record["episodes"] * 3600 / record["seconds"], step=step)
@@ -284,8 +289,8 @@ def train_eval(
             checkpointer.save(global_step=step)
         if export_interval and step % export_interval == 0:
             _export_snapshot(agent, root, step, int(episode_count.numpy()), learning_rate_schedule)
-        inner_share = record["inner_seconds"] / (record["seconds"] * num_parallel_environments)
-        line = _progress_line(step, num_iterations, int(episode_count.numpy()), records, record["seconds"], inner_share)
+        line = _progress_line(step, num_iterations, int(episode_count.numpy()), records, record["seconds"],
+                              _inner_share(record))
         log(line)
         with open(root / "progress.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
