@@ -525,14 +525,11 @@ def test_a_killed_trainer_leaves_no_worker_running(tmp_path):
     import time
 
     script = f"""
-import functools, time
-from training import environment, tasks
-from tf_agents.environments import parallel_py_environment
-from tf_agents.system import system_multiprocessing
-system_multiprocessing.enable_interactive_mode()
+import time
+from training import collection, environment, policy_io, tasks
 distribution = tasks.TaskDistribution(families=("quadratic",), first_seed=3, pool_size=1, min_steps=30, max_steps=40)
-make = functools.partial(environment.LHOPTEnvironment, distribution=distribution, baseline_dir={str(tmp_path)!r})
-env = parallel_py_environment.ParallelPyEnvironment([make, make], start_serially=False)
+make = lambda index: environment.LHOPTEnvironment(distribution=distribution, baseline_dir={str(tmp_path)!r})
+actors = collection.Actors(make, 2, policy_io.time_step_and_action_specs(), lookahead=2)
 print("workers started", flush=True)
 time.sleep(600)
 """

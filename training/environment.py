@@ -211,11 +211,14 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
             the same start).
         baseline_dir: where Adam baselines are cached (see training/baselines.py).
         stats_path: if given, one JSON line per finished episode is appended
-            here (return, speedup, timings, final hyperparameters).
+            here (return, speedup, timings, final hyperparameters); the
+            latest episode's record is also `finished_record`.
+        returns_path: the episode records `task_return_baseline` reads
+            (default `stats_path`; meta-training's learner writes them).
         max_cached_runs: compiled task runs kept per worker.
         warm_up: build and compile every task of the pool (and its baseline)
-            before the first episode. Parallel workers step in lockstep, so a
-            worker compiling a new task mid-collection stalls the others.
+            before the first episode, so compile time stays out of the
+            episodes' timings.
         worker: (index, count) among parallel workers; in warm-up each one
             runs the baselines of its share of the pool only.
         task_return_baseline: if > 0, rewards are shaped by the mean return of
@@ -235,7 +238,7 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
 
     def __init__(self, seed=0, distribution=None, baseline_dir=None, stats_path=None, max_cached_runs=8,
                  warm_up=False, worker=(0, 1), task_return_baseline=0, learning_rate_schedule="constant",
-                 reward_baseline="adam"):
+                 reward_baseline="adam", returns_path=None):
         super().__init__(handle_auto_reset=True)
         die_with_trainer()
         actions.check_learning_rate_schedule(learning_rate_schedule)
@@ -248,6 +251,8 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
         self._baselines = baselines.BaselineCache(baseline_dir)
         self._frames = FrameCache(self._baselines.directory / "frames")
         self._stats_path = stats_path
+        self._returns_path = returns_path or stats_path
+        self.finished_record = None
         self._runs = collections.OrderedDict()
         self._max_cached_runs = max_cached_runs
         self._observation_spec = observation_spec()
@@ -256,8 +261,9 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
         self._worker = worker
         if task_return_baseline < 0 or int(task_return_baseline) != task_return_baseline:
             raise ValueError(f"task_return_baseline must be a whole number >= 0 (episodes); got {task_return_baseline!r}.")
-        if task_return_baseline and not stats_path:
-            raise ValueError("task_return_baseline reads past returns from stats_path; give stats_path too.")
+        if task_return_baseline and not self._returns_path:
+            raise ValueError("task_return_baseline reads past returns from stats_path; give stats_path (or "
+                             "returns_path) too.")
         self._task_return_baseline = int(task_return_baseline)
         # (task key, default start) -> its latest returns
         self._task_returns = collections.defaultdict(lambda: collections.deque(maxlen=self._task_return_baseline))
@@ -337,7 +343,7 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
         """Mean return of the task's latest episodes with this kind of start (0 before any)."""
         if not self._task_return_baseline:
             return 0.0
-        records, self._stats_offset = read_episode_records(self._stats_path, self._stats_offset)
+        records, self._stats_offset = read_episode_records(self._returns_path, self._stats_offset)
         for record in records:
             self._task_returns[(record["task"], record["default_start"])].append(record["return"])
         returns = self._task_returns.get((spec.key, default_start))
@@ -433,8 +439,6 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
 
     def _finish(self, loss, over_adam, over_frame):
         episode = self._episode
-        if not self._stats_path:
-            return
         record = {
             "task": episode["spec"].key,
             "family": episode["spec"].family,
@@ -461,5 +465,8 @@ class LHOPTEnvironment(py_environment.PyEnvironment):
             "return_baseline": episode["return_baseline"],
             "pid": os.getpid(),
         }
+        self.finished_record = record
+        if not self._stats_path:
+            return
         with open(self._stats_path, "a") as f:
             f.write(json.dumps(record) + "\n")

@@ -2,10 +2,13 @@
 
     python -m training.train --root_dir runs/ppo [--gin_file training/configs/ppo.gin ...] [--gin_param X=Y ...]
 
-Each iteration collects whole episodes from parallel environment processes
-(training/environment.py), trains the PPO agent on them (training/agent.py)
-and writes a checkpoint, so a killed run resumes from its last finished
-iteration when started again with the same --root_dir. TensorBoard summaries
+Actor processes (training/collection.py) run whole episodes of the environment
+(training/environment.py) on their own, each with the latest policy the
+learner has published; each iteration takes the next finished episodes, trains
+the PPO agent on them (training/agent.py), publishes the new policy and writes
+a checkpoint, so a killed run resumes from its last finished iteration when
+started again with the same --root_dir. Actors keep collecting while the
+learner trains. TensorBoard summaries
 go to ROOT/train (`tensorboard --logdir ROOT`); every finished episode is also
 a JSON line in ROOT/episodes.jsonl. Export the policy with
 `python -m training.export --root_dir ROOT --name NAME`; with
@@ -35,18 +38,17 @@ import time
 import gin
 import numpy as np
 import tensorflow as tf
-from tf_agents.drivers import dynamic_episode_driver
-from tf_agents.environments import parallel_py_environment, tf_py_environment
-from tf_agents.metrics import tf_metrics
-from tf_agents.replay_buffers import tf_uniform_replay_buffer
 from tf_agents.utils import common
 
 from keras_lopt import actions
-from training import environment, policy_io, tasks
+from training import collection, environment, policy_io, tasks
 
 DEFAULT_GIN_FILE = pathlib.Path(__file__).resolve().parent / "configs" / "ppo.gin"
 EPISODES_FILE = "episodes.jsonl"
 TF_AGENTS_POLICY_DIR = "tf_agents_policy"  # where an exported policy keeps its PolicySaver export
+# Episodes are laid two to a row for the PPO update: the LSTM runs over rows one time step after another, so
+# short rows train faster, while pairs of episodes need little padding to equal length.
+EPISODES_PER_ROW = 2
 
 
 class SettingError(ValueError):
@@ -71,7 +73,7 @@ def _progress_line(iteration, total, episodes, records, seconds_per_iteration, i
     )
 
 
-def _write_summaries(records, trajectories, step):
+def _write_summaries(records, critic, step):
     """Returns, speedups, timings, and hyperparameter trajectories from this iteration."""
     if records:
         returns = np.array([r["return"] for r in records])
@@ -86,7 +88,6 @@ def _write_summaries(records, trajectories, step):
             ratios = [np.log(r["hyperparameters"][name] / r["initial_hyperparameters"][name]) for r in records]
             tf.summary.histogram(f"final_hyperparameters/log_{name}_over_initial", ratios, step=step)
     # Trajectories: mean log stored hyperparameter per episode progress decile.
-    critic = trajectories.observation["critic"].numpy().reshape(-1, environment.CRITIC_SIZE)
     progress = critic[:, environment.CRITIC_NAMES.index("progress")]
     for i, name in enumerate(environment.CRITIC_NAMES):
         if name.startswith("log_") and name.endswith("_stored"):
@@ -146,29 +147,28 @@ def _forget_uncheckpointed(root, log):
         log(f"Dropped {dropped} episode records written after the checkpoint of iteration {iterations}.")
 
 
-def _start_environments(root, distribution, num_parallel_environments, seed, **settings):
-    """The environments (worker processes first, before the agent builds any TensorFlow state)
-    and the run's start record; each (re)start draws new task orders."""
+def _start_actors(root, distribution, num_parallel_environments, seed, lookahead, max_policy_lag, **settings):
+    """The actor processes (started before the agent builds any TensorFlow state) and the run's start
+    record; each (re)start draws new task orders."""
     starts_path = root / "starts.log"
     start_index = len(starts_path.read_text().splitlines()) if starts_path.exists() else 0
     with open(starts_path, "a") as f:
         f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid={os.getpid()}\n")
-    constructors = [
-        functools.partial(environment.LHOPTEnvironment, seed=[seed, start_index, index], distribution=distribution,
-                          stats_path=str(root / EPISODES_FILE), worker=(index, num_parallel_environments), **settings)
-        for index in range(num_parallel_environments)
-    ]
+
+    def make_environment(index):
+        return environment.LHOPTEnvironment(
+            seed=[seed, start_index, index], distribution=distribution, returns_path=str(root / EPISODES_FILE),
+            worker=(index, num_parallel_environments), **settings)
+
     started = time.perf_counter()
-    if num_parallel_environments > 1:
-        py_env = parallel_py_environment.ParallelPyEnvironment(constructors, start_serially=False)
-    else:
-        py_env = constructors[0]()
+    actors = collection.Actors(make_environment, num_parallel_environments, policy_io.time_step_and_action_specs(),
+                               lookahead=lookahead, max_policy_lag=max_policy_lag)
     # training.export reads the schedule from here: a controller must follow the one it was trained with.
     startup = {"start": start_index, "learning_rate_schedule": settings["learning_rate_schedule"],
                "environment_start_seconds": time.perf_counter() - started}  # includes compiling the pool
     with open(root / "startup.jsonl", "a") as f:
         f.write(json.dumps(startup) + "\n")
-    return py_env
+    return actors
 
 
 def _start_agent(root, init_policy, init_logit_scale, init_fresh_heads, log):
@@ -183,30 +183,22 @@ def _start_agent(root, init_policy, init_logit_scale, init_fresh_heads, log):
     return agent, checkpointer, iteration, episode_count
 
 
-def _collector(agent, tf_env, collect_episodes_per_iteration):
-    """`(collect, replay_buffer)`: `collect(time_step, policy_state)` runs whole episodes into the buffer."""
-    replay_buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
-        agent.collect_data_spec,
-        batch_size=tf_env.batch_size,
-        max_length=(collect_episodes_per_iteration + 1) * (tasks.MAX_CONTROL_STEPS + 1),
-    )
-    driver = dynamic_episode_driver.DynamicEpisodeDriver(
-        tf_env, agent.collect_policy, observers=[replay_buffer.add_batch, tf_metrics.NumberOfEpisodes()],
-        num_episodes=collect_episodes_per_iteration,
-    )
-    return common.function(driver.run, autograph=False), replay_buffer
+def _iteration_record(step, records, dropped, elapsed, collect_seconds, train_seconds, num_parallel_environments):
+    """What progress.jsonl keeps of an iteration: its wall time, how long the learner waited for episodes
+    and trained, and the worker time its episodes took (summed over them)."""
+    def total(key):
+        return sum(r[key] for r in records)
 
-
-def _iteration_record(step, records, loss, trajectories, elapsed, train_seconds, num_parallel_environments):
-    """What progress.jsonl keeps of an iteration."""
     return {
         "iteration": step, "episodes": len(records), "seconds": elapsed,
-        "collect_seconds": elapsed - train_seconds, "agent_train_seconds": train_seconds,
-        "environment_steps": int(np.prod(trajectories.step_type.shape)),
-        "inner_seconds": sum(r["inner_seconds"] for r in records),
-        "compile_seconds": sum(r["compile_seconds"] for r in records),
-        "eval_seconds": sum(r["eval_seconds"] for r in records),
-        "baseline_seconds": sum(r["baseline_seconds"] for r in records),
+        "collect_seconds": collect_seconds, "agent_train_seconds": train_seconds,
+        "environment_steps": sum(r["control_steps"] for r in records),
+        "episode_seconds": total("seconds"), "inner_seconds": total("inner_seconds"),
+        "compile_seconds": total("compile_seconds"), "eval_seconds": total("eval_seconds"),
+        "baseline_seconds": total("baseline_seconds"), "frame_seconds": total("frame_seconds"),
+        "policy_seconds": total("policy_seconds"),
+        "dropped_episodes": dropped,
+        "mean_policy_lag": float(np.mean([step - 1 - r["policy_version"] for r in records])),
         "mean_return": float(np.mean([r["return"] for r in records])) if records else None,
         "num_environments": num_parallel_environments,
     }
@@ -247,6 +239,7 @@ def train_eval(
     learning_rate_schedule="constant",
     init_fresh_heads=(),
     reward_baseline="adam",
+    max_policy_lag=1,
     log=print,
 ):
     """Runs (or resumes) meta-training in `root_dir`; returns the last progress line.
@@ -261,6 +254,9 @@ def train_eval(
     its exported controllers follow the same schedule.
     `reward_baseline`: "adam" (the log speedup over Adam at its defaults) or "frame" (over the fixed
     frame's run from the same start: what the learned moves add; `environment.LHOPTEnvironment`).
+    `max_policy_lag`: an episode whose last step was acted by a policy more than this many updates
+    old is dropped (`collection.Actors`: actors collect while the learner trains and take every
+    new policy at their next step, so their episodes are at most about one update behind).
     Every iteration collects episodes, trains PPO on them, then runs its periodic work: summaries,
     a checkpoint every `checkpoint_interval` iterations, a policy snapshot every `export_interval`
     (ROOT/policies/iteration_NNNNN), a progress line and record.
@@ -270,21 +266,21 @@ def train_eval(
     root = pathlib.Path(root_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
     _forget_uncheckpointed(root, log)
-    py_env = _start_environments(
-        root, distribution, num_parallel_environments, seed, baseline_dir=baseline_dir or str(root / "baselines"),
-        max_cached_runs=max_cached_runs, warm_up=warm_up, task_return_baseline=task_return_baseline,
-        learning_rate_schedule=learning_rate_schedule, reward_baseline=reward_baseline)
-    tf_env = tf_py_environment.TFPyEnvironment(py_env)
+    actors = _start_actors(
+        root, distribution, num_parallel_environments, seed, collect_episodes_per_iteration, max_policy_lag,
+        baseline_dir=baseline_dir or str(root / "baselines"), max_cached_runs=max_cached_runs, warm_up=warm_up,
+        task_return_baseline=task_return_baseline, learning_rate_schedule=learning_rate_schedule,
+        reward_baseline=reward_baseline)
     agent, checkpointer, iteration, episode_count = _start_agent(root, init_policy, init_logit_scale,
                                                                  init_fresh_heads, log)
-    collect, replay_buffer = _collector(agent, tf_env, collect_episodes_per_iteration)
     # Episodes differ in length, so every iteration's batch has a new time dimension:
     # reduce_retracing traces once for any length instead of once per length (~50 s each).
     train = common.function(agent.train, autograph=False, reduce_retracing=True)
+    rows = max(1, collect_episodes_per_iteration // EPISODES_PER_ROW)
 
-    def periodic_work(step, records, loss, trajectories, record):
+    def periodic_work(step, records, loss, critic, record):
         _write_loss_summaries(loss, record, step)
-        _write_summaries(records, trajectories, step)
+        _write_summaries(records, critic, step)
         if step % checkpoint_interval == 0 or step == num_iterations:
             checkpointer.save(global_step=step)
         if export_interval and step % export_interval == 0:
@@ -296,35 +292,38 @@ def train_eval(
             f.write(json.dumps(record) + "\n")
         return line
 
-    episodes_path = root / EPISODES_FILE
-    _, offset = environment.read_episode_records(episodes_path, 0)  # episodes of earlier starts are not this run's
     line = ""
-    # Episodes still running when an iteration's episodes are done continue in the next
-    # iteration, with the LSTM state they had (not a fresh one).
-    time_step, policy_state = None, None
     try:
         with tf.summary.create_file_writer(str(root / "train")).as_default():
+            # The policy version is the number of PPO updates behind it.
+            actors.publish(collection.policy_weights(agent.collect_policy), int(iteration.numpy()))
+            mark = time.perf_counter()
             while int(iteration.numpy()) < num_iterations:
-                started = time.perf_counter()
-                time_step, policy_state = collect(time_step=time_step, policy_state=policy_state)
+                episodes, dropped = actors.episodes(collect_episodes_per_iteration, int(iteration.numpy()))
                 collected = time.perf_counter()
-                trajectories = replay_buffer.gather_all()
-                loss = train(experience=trajectories)
-                replay_buffer.clear()
+                experience = collection.pack([trajectory for trajectory, _ in episodes], rows)
+                loss = train(experience=tf.nest.map_structure(tf.convert_to_tensor, experience))
                 if not np.isfinite(loss.loss.numpy()):
                     raise RuntimeError(
                         f"PPO loss is not finite at iteration {int(iteration.numpy()) + 1}; stopping without "
                         f"checkpointing it (the last checkpoint in {root / 'train'} is kept)."
                     )
-                records, offset = environment.read_episode_records(episodes_path, offset)
                 iteration.assign_add(1)
-                episode_count.assign_add(len(records))
                 step = int(iteration.numpy())
-                record = _iteration_record(step, records, loss, trajectories, time.perf_counter() - started,
-                                           time.perf_counter() - collected, num_parallel_environments)
-                line = periodic_work(step, records, loss, trajectories, record)
+                actors.publish(collection.policy_weights(agent.collect_policy), step)
+                trained = time.perf_counter()
+                records = [record for _, record in episodes]
+                with open(root / EPISODES_FILE, "a") as f:
+                    f.writelines(json.dumps(record) + "\n" for record in records)
+                episode_count.assign_add(len(records))
+                now = time.perf_counter()
+                record = _iteration_record(step, records, dropped, now - mark, collected - mark, trained - collected,
+                                           num_parallel_environments)
+                mark = now
+                critic = np.concatenate([trajectory.observation["critic"] for trajectory, _ in episodes])
+                line = periodic_work(step, records, loss, critic, record)
     finally:
-        py_env.close()
+        actors.close()
     return line
 
 
