@@ -26,7 +26,6 @@ A run that already has a checkpoint resumes from it and ignores --init_policy.
 """
 
 import argparse
-import functools
 import json
 import os
 import pathlib
