@@ -76,6 +76,18 @@ def test_script_writes_windows_and_refuses_bad_input(tmp_path):
     assert result["windows"][0]["mean_return_relative_to_task"] == pytest.approx(-0.15)
     assert (tmp_path / "out" / "progress.md").exists() and (tmp_path / "out" / "progress.png").exists()
 
+    assert "the task's Adam baseline (0 = Adam's pace" in (tmp_path / "out" / "progress.md").read_text()
+
+    # A run paid relative to the frame says so; a mix of the two is refused.
+    frame = [json.loads(line) | {"reward_baseline": "frame"} for line in lines]
+    (tmp_path / "episodes.jsonl").write_text("".join(json.dumps(e) + "\n" for e in frame))
+    assert _run(tmp_path, "--window", "3").returncode == 0
+    text = (tmp_path / "out" / "progress.md").read_text()
+    assert "the fixed frame's run from the same start, weights and batches (0 = what the frame does" in text and "beating the frame" in text
+    (tmp_path / "episodes.jsonl").write_text("".join(json.dumps(e) + "\n" for e in frame[:3]) + "\n".join(lines[3:]))
+    mixed = _run(tmp_path, "--window", "3")
+    assert mixed.returncode != 0 and "different baselines" in mixed.stderr
+
     too_few = _run(tmp_path, "--window", "10")
     assert too_few.returncode != 0 and "fewer than one window" in too_few.stderr
     bad_lr = _run(tmp_path, "--window", "3", "--near_lr", "-1")

@@ -284,7 +284,7 @@ def check_control_steps_range(min_control_steps, max_control_steps):
     if not 1 <= min_control_steps <= max_control_steps <= MAX_CONTROL_STEPS:
         raise ValueError(
             f"Control steps per episode must satisfy 1 <= min_control_steps <= max_control_steps <= "
-            f"{MAX_CONTROL_STEPS} (tasks.MAX_CONTROL_STEPS, which sizes the replay buffer); got "
+            f"{MAX_CONTROL_STEPS} (tasks.MAX_CONTROL_STEPS, the paper's largest); got "
             f"min_control_steps={min_control_steps!r}, max_control_steps={max_control_steps!r}."
         )
 
