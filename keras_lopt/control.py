@@ -50,6 +50,16 @@ class ControlLoop:
         self._move = move
         history_shape = (len(features.TRANSFORMED), len(features.HISTORY_HORIZONS))
         state_size = controller.state_size if controller else 0
+        # The initial value of every variable a new run starts from (`restart`).
+        self._initial = {}
+
+        add_variable = variable
+
+        def variable(name, value=0.0, shape=(), dtype="float32"):
+            created = add_variable(name, value, shape, dtype)
+            self._initial[name] = (created, value)
+            return created
+
         # Everything a control step rewrites, by name.
         self.variables = {
             "update_count": variable("update_count", 0, dtype="int64"),
@@ -89,6 +99,13 @@ class ControlLoop:
             variable(f"val_loss_history_{part}", 0.0, (1, len(features.HISTORY_HORIZONS)))
             for part in ("weight", "mean", "var")
         ]
+
+    def restart(self):
+        """Back to the state before a run's first step: update count, feature histories, previous values,
+        the controller's state, losses seen and validation history (not the hyperparameters or the start)."""
+        for name, (variable, value) in self._initial.items():
+            if not name.startswith(("initial_", "total_steps", "control_every")):
+                variable.assign(tf.cast(tf.broadcast_to(value, variable.shape), variable.dtype))
 
     def set_run_length(self, total_steps, control_every):
         self.total_steps.assign(float(total_steps or 0))

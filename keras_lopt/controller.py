@@ -24,6 +24,7 @@ Only TensorFlow is needed to load one: no TF-Agents, no TensorFlow
 Probability.
 """
 
+import concurrent.futures
 import datetime
 import importlib.resources
 import json
@@ -340,12 +341,19 @@ class Controller:
                              f"keras_lopt.save_controller.")
         if self.safe_mode:
             trust.check(files["saved_model.pb"], self.source)
+        # In a thread of its own: graph building and distribution strategies are per thread, so the
+        # controller loads eagerly and unmirrored whether the caller is inside a strategy's scope or
+        # tracing a train step (a config-rebuilt LHOPT loads its controller lazily, at the first step).
+        with concurrent.futures.ThreadPoolExecutor(1) as thread:
+            act, outputs = thread.submit(self._frozen_act, files).result()
+        self.metadata, self._files = metadata, dict(files)
+        self._act, self._outputs = act, outputs
+
+    def _frozen_act(self, files):
         with tempfile.TemporaryDirectory() as scratch:
             _write_files(files, scratch)
             try:
-                # Load outside any distribution strategy or graph being built.
-                with tf.init_scope():
-                    module = tf.saved_model.load(scratch)
+                module = tf.saved_model.load(scratch)
             except Exception as error:  # TensorFlow raises many kinds for a damaged SavedModel
                 raise ValueError(f"The controller {self.source} cannot be loaded: its SavedModel is "
                                  f"damaged ({_first_line(error)}).") from None
@@ -353,9 +361,7 @@ class Controller:
         # A deployed controller never changes: freezing its weights into
         # constants keeps them out of the compiled train step's inputs, which
         # XLA would otherwise pass on every step, control step or not.
-        self.metadata, self._files = metadata, dict(files)
-        self._act = convert_variables_to_constants_v2(concrete)
-        self._outputs = concrete.structured_outputs
+        return convert_variables_to_constants_v2(concrete), concrete.structured_outputs
 
     def _ensure_loaded(self):
         if self._act is None:

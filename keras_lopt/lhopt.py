@@ -4,13 +4,12 @@ Learning Optimizers" (Almeida et al., 2021), as a Keras 3 optimizer."""
 import math
 import numbers
 import os
-import warnings
 
 import keras
 import tensorflow as tf
 from keras.src.saving import serialization_lib
 
-from keras_lopt import actions, features
+from keras_lopt import actions, features, user_warnings
 from keras_lopt.control import FALLBACK_CONTROL_EVERY, ControlLoop, control_every_for
 from keras_lopt.controller import Controller
 from keras_lopt.hyperparameters import DEFAULTS, HYPERPARAMETERS, TABLE, did_you_mean, stored_value
@@ -212,7 +211,7 @@ class LHOPT(keras.optimizers.Optimizer):
         total_steps=None,
         control_every=None,
         safe_mode=True,
-        name="lhopt",
+        name=None,
         **kwargs,
     ):
         _check_backend()
@@ -262,6 +261,8 @@ class LHOPT(keras.optimizers.Optimizer):
         self._gradient_norm_max = self._scalar_variable("gradient_norm_max")
         self._bias_correction_1 = self._scalar_variable("bias_correction_1")
         self._did_clip = self._scalar_variable("did_clip")
+        # Whether a training loss has reached the controller (checked when the step is traced).
+        self._loss_observed = False
         # The in-graph control loop, when features are computed.
         self._control = None
         if self.controller_on:
@@ -323,6 +324,16 @@ class LHOPT(keras.optimizers.Optimizer):
             )
 
     @property
+    def learning_rate(self):
+        return self._get_current_learning_rate()
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        # Keras' callbacks (ReduceLROnPlateau, LearningRateScheduler) and users assign here: a float sets the
+        # current rate, checked as the constructor checks it; a schedule is refused (the rate is LHOPT's to move).
+        self.set_hyperparameters(learning_rate=value)
+
+    @property
     def observation(self):
         """The controller's inputs at the last control step, a NumPy vector
         laid out as `keras_lopt.features.FEATURE_NAMES` (zeros before the
@@ -373,7 +384,8 @@ class LHOPT(keras.optimizers.Optimizer):
         self._update_norm_corrections = []
         for variable in var_list:
             if len(variable.shape) >= 2:
-                prefix = variable.path.replace("/", "_")
+                # Raw tf.Variables have no Keras path.
+                prefix = str(getattr(variable, "path", variable.name)).replace("/", "_").replace(":", "_")
                 self._update_norms.append(self._scalar_variable(f"{prefix}_update_norm"))
                 self._update_norm_corrections.append(
                     self._scalar_variable(f"{prefix}_update_norm_correction")
@@ -452,9 +464,47 @@ class LHOPT(keras.optimizers.Optimizer):
     def scale_loss(self, loss):
         # Keras' TensorFlow train_step passes every step's loss through here:
         # the controller's loss features come from it.
+        self.observe_training_loss(loss)
+        return super().scale_loss(loss)
+
+    def observe_training_loss(self, loss):
+        """Banks a training step's loss for the controller's loss features.
+
+        `scale_loss`, which Keras' `fit` calls every step, does it; call it (or
+        `scale_loss`) yourself in a custom training loop.
+        """
         if self.controller_on:
             self._control.record_loss(loss)
-        return super().scale_loss(loss)
+        self._loss_observed = True
+
+    @property
+    def run_steps(self):
+        """Updates since the current run began (`start_new_run`); without a
+        controller, `iterations`."""
+        if not self.controller_on:
+            return int(keras.ops.convert_to_numpy(self.iterations))
+        return int(keras.ops.convert_to_numpy(self._control.variables["update_count"]))
+
+    def start_new_run(self, total_steps=None, **hyperparameters):
+        """Plans a new run from the current weights and optimizer moments.
+
+        For training on after a run has ended (its learning-rate schedule is
+        over) or fine-tuning a loaded model: the hyperparameters start again
+        from `hyperparameters` (default: the constructor's), and the controller
+        starts afresh (progress 0, its memory of the last run cleared). The new
+        run lasts `total_steps` updates; with `None`, `ControllerCallback` plans
+        it from the next `fit`.
+
+        ```python
+        model.optimizer.start_new_run()
+        model.fit(x, y, epochs=3, callbacks=[keras_lopt.ControllerCallback()])
+        ```
+        """
+        self.reset_hyperparameters(**{**self.initial_hyperparameters, **hyperparameters})
+        if self.controller_on:
+            self._control.restart()
+        self.total_steps = total_steps
+        user_warnings.forget(self, "run_over")
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         # Overrides the TensorFlow backend's step: LHOPT needs the global
@@ -468,13 +518,28 @@ class LHOPT(keras.optimizers.Optimizer):
         step = self._global_step(grads)
         merge_call = tf.__internal__.distribute.interim.maybe_merge_call
         merge_call(self._distributed_step, self._distribution_strategy, grads, variables, step)
-        if self._controller is not None and self._total_steps is None:
-            # Warned when the step is traced; a total_steps set later is still followed.
-            warnings.warn(_unknown_run_length_message(self._controller), stacklevel=2)
+        self._warn_when_traced()
         if self.controller_on:
             # After the update, so that the features see the new state.
             control = self._control.step(grads, variables, step, self._tensor_statistics)
             merge_call(self._assign_control, self._distribution_strategy, control)
+
+    def _warn_when_traced(self):
+        """What can be seen when the train step is traced (or runs eagerly), warned once each."""
+        if not self.controller_on:
+            return
+        # Not reset after the check: under tf.distribute replicas trace the step in threads of their own.
+        if not self._loss_observed:
+            user_warnings.warn(self, "no_loss", NO_LOSS_MESSAGE)
+        if self._controller is None:
+            return
+        if self._total_steps is None:
+            user_warnings.warn(self, "unknown_run_length", _unknown_run_length_message(self._controller))
+            return
+        with tf.init_scope():  # the values now, outside the step being traced
+            done = self.run_steps
+            if done >= self._total_steps:
+                user_warnings.warn(self, "run_over", run_over_message(self, done))
 
     def _global_step(self, grads):
         """Scalars shared by every tensor in this step, as a dict of tensors."""
@@ -617,6 +682,34 @@ LHOPT.__doc__ = LHOPT.__doc__.replace(
     "{{base_optimizer_keyword_args}}",
     keras.src.optimizers.optimizer.base_optimizer_keyword_args,
 )
+
+
+NO_LOSS_MESSAGE = (
+    "LHOPT's controller sees no training loss: the loss reaches it through optimizer.scale_loss(loss), which "
+    "Keras' fit calls every step and this training step did not, so the controller acts without its loss "
+    "features. In a custom training loop, write loss = optimizer.scale_loss(loss) before taking gradients (or "
+    "call optimizer.observe_training_loss(loss)). Under mixed precision Keras wraps LHOPT in a "
+    "LossScaleOptimizer: pass keras_lopt.ControllerCallback() to fit, or call "
+    "keras_lopt.connect_loss_scale_optimizer(optimizer) once in a custom loop."
+)
+
+
+def run_over_message(optimizer, done):
+    message = (
+        f"This training starts at update {done} of LHOPT's run, at or past its planned end (total_steps="
+        f"{optimizer.total_steps}): its controller never saw progress past 1"
+    )
+    policy = optimizer.policy
+    if isinstance(policy, Controller) and policy.learning_rate_schedule != "constant":
+        rate = optimizer.hyperparameters["learning_rate"]
+        message += (
+            f", and its {policy.learning_rate_schedule} learning-rate schedule has ended: "
+            f"the learning rate stays at its end value, {rate:.3g}"
+        )
+    return message + (
+        ". To train on, call model.optimizer.start_new_run() before fit (with keras_lopt.ControllerCallback() "
+        "it plans the new run's length); to plan a longer run, set total_steps before the first fit."
+    )
 
 
 def _unknown_run_length_message(controller):

@@ -278,8 +278,8 @@ def test_a_fit_past_the_end_of_the_run_warns_that_the_schedule_is_over(tmp_path)
     assert opt.total_steps == 16
     assert opt.hyperparameters["learning_rate"] == pytest.approx(1e-8)  # the cosine's end, at its bound
     (message,) = _warnings_of(lambda: _fit(model, 1, x, y, callbacks=callbacks))
-    assert "starts at step 16" in message and "total_steps=16" in message
-    assert "schedule has ended" in message and "1e-08" in message and "new keras_lopt.LHOPT()" in message
+    assert "starts at update 16" in message and "total_steps=16" in message
+    assert "schedule has ended" in message and "1e-08" in message and "start_new_run()" in message
 
 
 def test_a_fit_without_total_steps_warns_how_to_set_it(tmp_path):
