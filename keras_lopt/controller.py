@@ -171,6 +171,29 @@ def check_metadata(metadata, source):
                          f"it must be an int >= 0.")
 
 
+# What an optimizer's config keeps of its controller's record: enough to build the optimizer and check
+# that the controller fits this version before its files are at hand.
+_CONFIG_KEYS = ("format", "format_version", "name", "state_size", "feature_spec_version", "action_spec_version")
+_CONFIG_EXTRA = ("learning_rate_schedule", "trained_with_validation_loss")
+
+
+def _check_summary(summary, source):
+    """`check_metadata` for the short record of an optimizer's config: format and spec versions, state size."""
+    expected = {"format": FORMAT, "format_version": FORMAT_VERSION, **{
+        key: value for key, value in spec().items() if key.endswith("_version")}}
+    problems = [f"{key} {summary.get(key)!r} (expected {value!r})"
+                for key, value in expected.items() if summary.get(key) != value]
+    if problems:
+        raise ValueError(
+            f"The controller {source} in this optimizer's config was made for a different format or "
+            f"feature/action spec than this keras_lopt {_version()}: {'; '.join(problems)}. Install the "
+            f"keras_lopt version it was saved with.")
+    state_size = summary.get("state_size")
+    if not (isinstance(state_size, int) and not isinstance(state_size, bool) and state_size >= 0):
+        raise ValueError(f"The controller {source} in this optimizer's config has state_size {state_size!r}; "
+                         f"it must be an int >= 0.")
+
+
 def _first_line(error):
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
@@ -307,6 +330,9 @@ class Controller:
 
     def __init__(self, metadata, source, files=None, safe_mode=True):
         check_metadata(metadata, source)
+        self._start(metadata, source, files, safe_mode)
+
+    def _start(self, metadata, source, files, safe_mode):
         self.metadata = metadata
         self.source = source
         self.state_size = int(metadata["state_size"])
@@ -412,11 +438,27 @@ class Controller:
         self.set_files(_read_files(directory))
 
     def get_config(self):
-        return {"source": self.source, "metadata": self.metadata}
+        # The record's essentials only: the whole record travels with the controller's files (a .keras
+        # file's assets, or its source), and a short config stays readable in Keras' error messages.
+        extra = self.metadata.get("extra", {})
+        return {
+            "source": self.source,
+            **{key: self.metadata.get(key) for key in _CONFIG_KEYS},
+            "extra": {key: extra[key] for key in _CONFIG_EXTRA if key in extra},
+        }
 
     @classmethod
     def from_config(cls, config, safe_mode=True):
-        return cls(config["metadata"], config["source"], safe_mode=safe_mode)
+        if "metadata" in config:  # a config holding the whole record, as older saves do
+            return cls(config["metadata"], config["source"], safe_mode=safe_mode)
+        source = config.get("source")
+        summary = {key: config.get(key) for key in _CONFIG_KEYS}
+        summary["extra"] = dict(config.get("extra", {}))
+        _check_summary(summary, source)
+        controller = cls.__new__(cls)
+        # The full record is checked when the files arrive (Controller.set_files).
+        controller._start(summary, source, None, safe_mode)
+        return controller
 
     def __repr__(self):
         return f"<keras_lopt Controller {self.name!r} from {self.source!r}>"

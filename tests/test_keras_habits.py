@@ -1,5 +1,7 @@
 """Everyday Keras workflows with LHOPT, with its controller off and on: each does the right thing or says why."""
 
+import subprocess
+import sys
 import warnings
 
 import keras
@@ -250,3 +252,33 @@ def test_early_stopping_is_told_the_schedule_did_not_finish():
     assert optimizer.run_steps == 2 * STEPS_PER_EPOCH
     assert f"stopped at update {2 * STEPS_PER_EPOCH} of the {5 * STEPS_PER_EPOCH}" in message
     assert "EarlyStopping" in message
+
+
+def test_load_model_without_the_import_names_the_package_in_a_short_message(tmp_path):
+    # Keras imports only its own packages while loading, so a fresh process that skipped `import keras_lopt`
+    # gets Keras' "Could not locate class" error: its config dump must stay short enough to read.
+    model = _model(_controller_on())
+    _fit(model, 1, *_data(), callbacks=[keras_lopt.ControllerCallback()])
+    model.save(tmp_path / "m.keras")
+    script = (f"import keras\ntry:\n    keras.models.load_model({str(tmp_path / 'm.keras')!r})\n"
+              f"except TypeError as error:\n    print(error)\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    message = run.stdout.strip()
+    assert "Could not locate class 'LHOPT'" in message and "'registered_name': 'keras_lopt>LHOPT'" in message
+    assert len(message) < 1500, len(message)
+
+
+def test_a_config_holding_the_whole_controller_record_still_loads():
+    original = _controller_on()
+    config = original.get_config()
+    config["policy"] = {"source": "default", "metadata": original.policy.metadata}  # as older saves hold it
+    rebuilt = LHOPT.from_config(config)
+    assert rebuilt.policy.metadata == original.policy.metadata
+    assert rebuilt.policy.learning_rate_schedule == "cosine"
+
+
+def test_a_config_for_another_feature_spec_is_refused_at_once():
+    config = _controller_on().get_config()
+    config["policy"]["feature_spec_version"] = 99
+    with pytest.raises(ValueError, match="feature_spec_version 99 .expected 1.*Install the keras_lopt version"):
+        LHOPT.from_config(config)
