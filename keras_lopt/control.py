@@ -132,30 +132,29 @@ class ControlLoop:
         self.val_loss_features.assign(tf.concat([flags, cdf[0]], 0))
         self.val_loss.assign(value)
 
-    def step(self, grads, variables, step, tensor_statistics):
+    def step(self, step, tensor_statistics):
         """New values of the loop's variables after this update, by name.
 
         On every `control_every`-th update the features are computed and the
         controller acts; on other steps only the update counter moves.
-        `tensor_statistics(variable, grad, step)` gives one tensor's
-        `keras_lopt.features.tensor_statistics` right after its update.
+        `tensor_statistics()` gives every tensor's
+        `keras_lopt.features.tensor_statistics` as they are after this update;
+        it is called on control steps only.
         """
         current = {name: tf.convert_to_tensor(v) for name, v in self.variables.items()}
         count = current["update_count"] + 1
         new = tf.cond(
             tf.equal(count % tf.convert_to_tensor(self.control_every), 0),
-            lambda: self._control(grads, variables, step, tensor_statistics, current, count),
+            lambda: self._control(step, tensor_statistics, current, count),
             lambda: dict(current),
         )
         new["update_count"] = count
         return new
 
-    def _control(self, grads, variables, step, tensor_statistics, current, count):
+    def _control(self, step, tensor_statistics, current, count):
         """Features, observation and the controller's action (docs/design.md, "Features")."""
         finite = step["finite"]
-        statistics, parameter_norms, step_norms = zip(
-            *(tensor_statistics(variable, grad, step) for grad, variable in zip(grads, variables))
-        )
+        statistics, parameter_norms, step_norms = zip(*tensor_statistics())
         statistics = tf.reduce_mean(tf.stack(statistics), axis=0)
         parameter_norm = tf.norm(tf.stack(parameter_norms))
         step_norm = tf.norm(tf.stack(step_norms))

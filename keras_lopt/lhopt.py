@@ -516,12 +516,18 @@ class LHOPT(keras.optimizers.Optimizer):
         # everywhere, so every row is updated.
         grads = [tf.convert_to_tensor(g) for g, _ in reduced]
         step = self._global_step(grads)
+        # Every tensor's new state, computed once: the update writes it and the control branch reads it.
+        # Reading the variables inside the branch instead would make XLA copy them on every step.
+        updates = [self._new_state(variable, grad, step) for grad, variable in zip(grads, variables)]
+        if self.controller_on:
+            control = self._control.step(step, lambda: [
+                self._tensor_statistics(variable, grad, new, step)
+                for grad, variable, new in zip(grads, variables, updates)
+            ])
         merge_call = tf.__internal__.distribute.interim.maybe_merge_call
-        merge_call(self._distributed_step, self._distribution_strategy, grads, variables, step)
+        merge_call(self._distributed_step, self._distribution_strategy, variables, updates, step)
         self._warn_when_traced()
         if self.controller_on:
-            # After the update, so that the features see the new state.
-            control = self._control.step(grads, variables, step, self._tensor_statistics)
             merge_call(self._assign_control, self._distribution_strategy, control)
 
     def _warn_when_traced(self):
@@ -567,21 +573,31 @@ class LHOPT(keras.optimizers.Optimizer):
             **hp,
         }
 
-    def _distributed_step(self, distribution, grads, variables, step):
+    def _distributed_step(self, distribution, variables, updates, step):
         for name in ("gradient_norm_max", "bias_correction_1", "did_clip"):
             variable = getattr(self, f"_{name}").value
             distribution.extended.update(variable, _assign_value, args=(step[name],), group=False)
-        for grad, variable in zip(grads, variables):
-            distribution.extended.update(
-                variable, self._update_tensor, args=(grad, step), group=False
-            )
+        for variable, new in zip(variables, updates):
+            distribution.extended.update(variable, self._update_tensor, args=(new,), group=False)
 
     def _assign_control(self, distribution, control):
         for name, value in control.items():
             variable = self._control.variables[name].value
             distribution.extended.update(variable, _assign_value, args=(value,), group=False)
 
-    def _update_tensor(self, variable, grad, step):
+    def _update_tensor(self, variable, new):
+        index = self._get_variable_index(variable)
+        self._momentums[index].value.assign(new["m"])
+        self._velocities[index].value.assign(new["v"])
+        if self._update_norms[index] is not None:
+            self._update_norms[index].value.assign(new["update_norm"])
+            self._update_norm_corrections[index].value.assign(new["update_norm_correction"])
+        variable.assign(new["p"])
+
+    def _new_state(self, variable, grad, step):
+        """One tensor's state after this step's update, computed from its state before it: the moments "m"
+        and "v", the parameter "p" and, for tensors with a trust ratio, the update norm's EMA and its bias
+        correction."""
         index = self._get_variable_index(variable)
         dtype = variable.dtype
 
@@ -589,57 +605,51 @@ class LHOPT(keras.optimizers.Optimizer):
             return tf.cast(x, dtype)
 
         finite = step["finite"]
-        m_var = self._momentums[index].value
-        v_var = self._velocities[index].value
+        m_old = tf.convert_to_tensor(self._momentums[index])
+        v_old = tf.convert_to_tensor(self._velocities[index])
         p = tf.convert_to_tensor(variable)
-        beta_1 = 1.0 - cast(step["one_minus_beta_1"])
-        beta_2 = 1.0 - cast(step["one_minus_beta_2"])
+        # A non-finite step leaves m, v and p as they are by zeroing the gradient and setting the scalars
+        # that move them to their identities: one select on g, instead of three on the state.
+        one_minus_beta_1 = cast(tf.where(finite, step["one_minus_beta_1"], 0.0))
+        beta_2 = 1.0 - cast(tf.where(finite, step["one_minus_beta_2"], 0.0))
         weight_decay = cast(step["weight_decay"]) if self._use_weight_decay(variable) else 0.0
 
-        g = cast(grad) * cast(step["clip_scale"])
-        m = beta_1 * m_var + (1.0 - beta_1) * g
-        v = tf.maximum(beta_2 * v_var, tf.abs(g))
+        g = tf.where(finite, cast(grad) * cast(step["clip_scale"]), tf.zeros_like(p))
+        m = m_old + one_minus_beta_1 * (g - m_old)
+        v = tf.maximum(beta_2 * v_old, tf.abs(g))
         u = m / (v + cast(step["epsilon"])) / cast(step["bias_correction_1"]) + weight_decay * p
 
-        lr = cast(step["learning_rate"])
+        new = {"m": m, "v": v}
+        lr = cast(tf.where(finite, step["learning_rate"], 0.0))
         if self._update_norms[index] is not None:
-            lr = lr * self._update_trust_ratio(index, p, u, step)
-        m_var.assign(tf.where(finite, m, m_var))
-        v_var.assign(tf.where(finite, v, v_var))
-        variable.assign(tf.where(finite, p - lr * u, p))
+            old_norm = tf.convert_to_tensor(self._update_norms[index])
+            old_correction = tf.convert_to_tensor(self._update_norm_corrections[index])
+            rate = step["update_norm_ema"]
+            norm = old_norm * (1.0 - rate) + rate * tf.norm(tf.cast(u, tf.float32))
+            correction = old_correction * (1.0 - rate) + rate
+            new["update_norm"] = tf.where(finite, norm, old_norm)
+            new["update_norm_correction"] = tf.where(finite, correction, old_correction)
+            lr = lr * tf.cast(_trust_ratio(tf.norm(tf.cast(p, tf.float32)), norm / correction), dtype)
+        new["p"] = p - lr * u
+        return new
 
-    def _update_trust_ratio(self, index, p, u, step):
-        """Updates the tensor's update-norm EMA; returns its LAMB trust ratio."""
-        n_var = self._update_norms[index].value
-        bn_var = self._update_norm_corrections[index].value
-        rate = step["update_norm_ema"]
-        n = n_var * (1.0 - rate) + rate * tf.norm(tf.cast(u, tf.float32))
-        bn = bn_var * (1.0 - rate) + rate
-        n_var.assign(tf.where(step["finite"], n, n_var))
-        bn_var.assign(tf.where(step["finite"], bn, bn_var))
-        return tf.cast(_trust_ratio(tf.norm(tf.cast(p, tf.float32)), n / bn), p.dtype)
-
-    def _tensor_statistics(self, variable, grad, step):
-        """The controller's statistics of one tensor, read right after its update.
+    def _tensor_statistics(self, variable, grad, new, step):
+        """The controller's statistics of one tensor after its update (`new`, from `_new_state`).
 
         They describe the state the next steps start from: the new moments
         and parameters, this step's (clipped) gradient, and the direction and
-        learning rate the current moments give. Reading the updated variables
-        (rather than recomputing the step) lets XLA run the control branch
-        without copying the optimizer state.
+        learning rate the new moments give.
         """
         index = self._get_variable_index(variable)
-        p = tf.cast(variable, tf.float32)
+        p = tf.cast(new["p"], tf.float32)
         g = tf.cast(grad, tf.float32) * step["clip_scale"]
-        m_hat = tf.cast(self._momentums[index], tf.float32) / step["bias_correction_1"]
-        v = tf.cast(self._velocities[index], tf.float32)
+        m_hat = tf.cast(new["m"], tf.float32) / step["bias_correction_1"]
+        v = tf.cast(new["v"], tf.float32)
         weight_decay = step["weight_decay"] if self._use_weight_decay(variable) else 0.0
         u = m_hat / (v + step["epsilon"]) + weight_decay * p
         lr = step["learning_rate"]
         if self._update_norms[index] is not None:
-            mean_update_norm = self._update_norms[index] / tf.maximum(
-                self._update_norm_corrections[index], _TRUST_RATIO_MIN_NORM
-            )
+            mean_update_norm = new["update_norm"] / tf.maximum(new["update_norm_correction"], _TRUST_RATIO_MIN_NORM)
             lr = lr * _trust_ratio(tf.norm(p), mean_update_norm)
         return features.tensor_statistics(g, m_hat, v, u, p, step["epsilon"], lr)
 
