@@ -137,9 +137,9 @@ class ControlLoop:
 
         On every `control_every`-th update the features are computed and the
         controller acts; on other steps only the update counter moves.
-        `tensor_statistics()` gives every tensor's
-        `keras_lopt.features.tensor_statistics` as they are after this update;
-        it is called on control steps only.
+        `tensor_statistics()` gives every tensor's statistics as they are after
+        this update (`keras_lopt.features.statistics_from_sums`); it is called
+        on control steps only.
         """
         current = {name: tf.convert_to_tensor(v) for name, v in self.variables.items()}
         count = current["update_count"] + 1
@@ -154,10 +154,10 @@ class ControlLoop:
     def _control(self, step, tensor_statistics, current, count):
         """Features, observation and the controller's action (docs/design.md, "Features")."""
         finite = step["finite"]
-        statistics, parameter_norms, step_norms = zip(*tensor_statistics())
-        statistics = tf.reduce_mean(tf.stack(statistics), axis=0)
-        parameter_norm = tf.norm(tf.stack(parameter_norms))
-        step_norm = tf.norm(tf.stack(step_norms))
+        statistics, parameter_norms, step_norms = tensor_statistics()
+        statistics = tf.reduce_mean(statistics, axis=0)
+        parameter_norm = tf.norm(parameter_norms)
+        step_norm = tf.norm(step_norms)
 
         loss_seen = current["loss_count"] > 0.0
         loss = tf.where(loss_seen, current["loss_sum"] / tf.maximum(current["loss_count"], 1.0), math.nan)

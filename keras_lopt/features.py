@@ -196,45 +196,71 @@ def _normal_cdf(z):
     return 0.5 * (1.0 + tf.math.erf(z / math.sqrt(2.0)))
 
 
-def tensor_statistics(g, m_hat, v, u, p, epsilon, step_size):
-    """Statistics of one tensor for the controller.
+# The sums over a tensor's elements that its statistics are made of, in order (d = m_hat - g).
+TENSOR_SUMS = ("g_g", "m_m", "u_u", "p_p", "g_m", "g_p", "g_u", "d_d", "v_above_epsilon", "log_abs_u")
+
+
+def tensor_sums(g, m_hat, v, u, p, epsilon):
+    """float32 `[len(TENSOR_SUMS)]`: one tensor's sums, in one reduction over its elements.
 
     Args:
         g: the (clipped) gradient. m_hat: the bias-corrected momentum.
-        v: the second moment. u: the update direction. p: the parameter
-        before the step. epsilon: the current epsilon. step_size: the
-        tensor's learning rate after its trust ratio.
-
-    Returns:
-        `(statistics, parameter_norm, step_norm)`: `statistics` is float32
-        `[len(STATISTICS) - 1]`, ordered as `STATISTICS[1:]`; the norms are
-        ||p|| and ||step_size * u||.
+        v: the second moment. u: the update direction. p: the parameter.
+        epsilon: the current epsilon.
     """
     g, m_hat, v, u, p = (tf.cast(tf.reshape(x, [-1]), tf.float32) for x in (g, m_hat, v, u, p))
-    g_norm, m_norm, u_norm, p_norm = (tf.norm(x) for x in (g, m_hat, u, p))
-    sqrt_size = tf.sqrt(tf.cast(tf.size(g), tf.float32))
+    d = m_hat - g
+    products = [g * g, m_hat * m_hat, u * u, p * p, g * m_hat, g * p, g * u, d * d,
+                tf.cast(v > epsilon, tf.float32), safe_log(tf.abs(u))]
+    return tf.reduce_sum(tf.stack(products), axis=1)
 
-    def cosine(a, b, a_norm, b_norm):
-        return tf.reduce_sum(a * b) / tf.maximum(a_norm * b_norm, _LOG_FLOOR)
+
+def statistics_from_sums(sums, sizes, step_sizes):
+    """Every tensor's statistics for the controller, computed together from their sums.
+
+    Args:
+        sums: float32 `[T, len(TENSOR_SUMS)]`, each row a tensor's `tensor_sums`.
+        sizes: float32 `[T]`, the tensors' element counts.
+        step_sizes: float32 `[T]`, each tensor's learning rate after its trust ratio.
+
+    Returns:
+        `(statistics, parameter_norms, step_norms)`: `statistics` is float32
+        `[T, len(STATISTICS) - 1]`, ordered as `STATISTICS[1:]`; the norms
+        are each tensor's ||p|| and ||step_size * u||.
+    """
+    total = dict(zip(TENSOR_SUMS, tf.unstack(sums, axis=1)))
+    g_norm, m_norm, u_norm, p_norm, d_norm = (tf.sqrt(total[f"{x}_{x}"]) for x in "gmupd")
+
+    def cosine(dot, a_norm, b_norm):
+        return dot / tf.maximum(a_norm * b_norm, _LOG_FLOOR)
 
     cosines = [
-        cosine(g, m_hat, g_norm, m_norm),
-        cosine(g, p, g_norm, p_norm),
-        cosine(g, u, g_norm, u_norm),
+        cosine(total["g_m"], g_norm, m_norm),
+        cosine(total["g_p"], g_norm, p_norm),
+        cosine(total["g_u"], g_norm, u_norm),
     ]
     values = [
-        tf.reduce_mean(tf.cast(v > epsilon, tf.float32)),
-        tf.clip_by_value(
-            tf.reduce_mean(safe_log(tf.abs(u))), -_LOG_RATIO_LIMIT, _LOG_RATIO_LIMIT
-        ),
+        total["v_above_epsilon"] / sizes,
+        tf.clip_by_value(total["log_abs_u"] / sizes, -_LOG_RATIO_LIMIT, _LOG_RATIO_LIMIT),
         _log_ratio(m_norm, g_norm),
-        _log_ratio(step_size * u_norm, p_norm),
-        _log_ratio(m_norm, tf.norm(m_hat - g)),
+        _log_ratio(step_sizes * u_norm, p_norm),
+        _log_ratio(m_norm, d_norm),
         _log_ratio(p_norm, u_norm),
         *cosines,
-        *[_normal_cdf(sqrt_size * c) for c in cosines],
+        *[_normal_cdf(tf.sqrt(sizes) * c) for c in cosines],
     ]
-    return tf.stack(values), p_norm, step_size * u_norm
+    return tf.stack(values, axis=1), p_norm, step_sizes * u_norm
+
+
+def tensor_statistics(g, m_hat, v, u, p, epsilon, step_size):
+    """One tensor's statistics: `statistics_from_sums` for a single tensor.
+
+    Returns `(statistics [len(STATISTICS) - 1], ||p||, ||step_size * u||)`.
+    """
+    size = tf.cast(tf.size(g), tf.float32)
+    statistics, p_norm, step_norm = statistics_from_sums(
+        tensor_sums(g, m_hat, v, u, p, epsilon)[None], size[None], tf.reshape(step_size, [1]))
+    return statistics[0], p_norm[0], step_norm[0]
 
 
 def _by_name(names, values, what):

@@ -520,10 +520,7 @@ class LHOPT(keras.optimizers.Optimizer):
         # Reading the variables inside the branch instead would make XLA copy them on every step.
         updates = [self._new_state(variable, grad, step) for grad, variable in zip(grads, variables)]
         if self.controller_on:
-            control = self._control.step(step, lambda: [
-                self._tensor_statistics(variable, grad, new, step)
-                for grad, variable, new in zip(grads, variables, updates)
-            ])
+            control = self._control.step(step, lambda: self._tensor_statistics(grads, variables, updates, step))
         merge_call = tf.__internal__.distribute.interim.maybe_merge_call
         merge_call(self._distributed_step, self._distribution_strategy, variables, updates, step)
         self._warn_when_traced()
@@ -633,25 +630,36 @@ class LHOPT(keras.optimizers.Optimizer):
         new["p"] = p - lr * u
         return new
 
-    def _tensor_statistics(self, variable, grad, new, step):
-        """The controller's statistics of one tensor after its update (`new`, from `_new_state`).
+    def _tensor_statistics(self, grads, variables, updates, step):
+        """The controller's statistics of every tensor after its update (`updates`, from `_new_state`).
 
         They describe the state the next steps start from: the new moments
         and parameters, this step's (clipped) gradient, and the direction and
-        learning rate the new moments give.
+        learning rate the new moments give. Each tensor contributes one
+        reduction; the rest is computed for all tensors at once, which keeps
+        the compiled program small for models with many tensors.
         """
-        index = self._get_variable_index(variable)
-        p = tf.cast(new["p"], tf.float32)
-        g = tf.cast(grad, tf.float32) * step["clip_scale"]
-        m_hat = tf.cast(new["m"], tf.float32) / step["bias_correction_1"]
-        v = tf.cast(new["v"], tf.float32)
-        weight_decay = step["weight_decay"] if self._use_weight_decay(variable) else 0.0
-        u = m_hat / (v + step["epsilon"]) + weight_decay * p
-        lr = step["learning_rate"]
-        if self._update_norms[index] is not None:
-            mean_update_norm = new["update_norm"] / tf.maximum(new["update_norm_correction"], _TRUST_RATIO_MIN_NORM)
-            lr = lr * _trust_ratio(tf.norm(p), mean_update_norm)
-        return features.tensor_statistics(g, m_hat, v, u, p, step["epsilon"], lr)
+        sums, sizes, mean_update_norms = [], [], []
+        for grad, variable, new in zip(grads, variables, updates):
+            index = self._get_variable_index(variable)
+            p = tf.cast(new["p"], tf.float32)
+            g = tf.cast(grad, tf.float32) * step["clip_scale"]
+            m_hat = tf.cast(new["m"], tf.float32) / step["bias_correction_1"]
+            v = tf.cast(new["v"], tf.float32)
+            weight_decay = step["weight_decay"] if self._use_weight_decay(variable) else 0.0
+            u = m_hat / (v + step["epsilon"]) + weight_decay * p
+            sums.append(features.tensor_sums(g, m_hat, v, u, p, step["epsilon"]))
+            sizes.append(float(tf.TensorShape(variable.shape).num_elements()))
+            if self._update_norms[index] is None:
+                mean_update_norms.append(tf.constant(math.nan))  # no trust ratio
+            else:
+                mean_update_norms.append(
+                    new["update_norm"] / tf.maximum(new["update_norm_correction"], _TRUST_RATIO_MIN_NORM))
+        sums, mean_update_norms = tf.stack(sums), tf.stack(mean_update_norms)
+        parameter_norms = tf.sqrt(sums[:, features.TENSOR_SUMS.index("p_p")])
+        trust_ratios = tf.where(tf.math.is_nan(mean_update_norms), 1.0,
+                                _trust_ratio(parameter_norms, mean_update_norms))
+        return features.statistics_from_sums(sums, tf.constant(sizes), step["learning_rate"] * trust_ratios)
 
     def get_config(self):
         """The constructor arguments; hyperparameters are the initial values.
