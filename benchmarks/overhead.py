@@ -1,18 +1,17 @@
-"""Step-time and memory overhead of LHOPT against keras.optimizers.Adam.
+"""Step time, first-step (compile) time and optimizer memory of LHOPT against Keras' Adam, AdamW and Lamb.
 
-For each model, identical copies are compiled with `jit_compile=True`: one
-with Adam, one with LHOPT with its controller off, and one with LHOPT driven
-by a controller every 1, 10 (the default) and 50 steps. Their compiled train
-functions are timed in one process, in interleaved blocks (the order
-alternates every round), so all see the same machine load. The result is the
-ratio of median step times, and the optimizer's state in bytes per trainable
-parameter.
+For each model, identical copies are compiled with `jit_compile=True`: one per
+optimizer. Their compiled train functions are timed in one process, in
+interleaved blocks (the order alternates every round), so all see the same
+machine load. Reported per optimizer: the median step time and its ratio to
+Adam's; the first step's time (tracing and XLA compilation) and its excess
+over Adam's; the optimizer's state in bytes per trainable parameter.
 
-The controller has the size of the meta-trained policy (dense 256,
-LSTM 256, dense 256, one head per hyperparameter) with random weights and a
-random but deterministic choice of actions; its cost does not depend on its
-weights. Timed blocks are a multiple of 50 steps so that every block holds
-the same number of control steps.
+LHOPT is timed with its controller off (`policy=None`) and with the packaged
+default controller acting every 10 steps (and every step, its worst case).
+Timed blocks are a multiple of 10 steps so every block holds the same number
+of control steps. The device is the one TensorFlow picks (a GPU if there is
+one) and is recorded with the results.
 
     python benchmarks/overhead.py    # writes benchmarks/results/overhead.json and .md
 """
@@ -23,7 +22,6 @@ import os
 import pathlib
 import platform
 import statistics
-import tempfile
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -34,7 +32,6 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_lopt  # noqa: E402
-from keras_lopt import actions, features  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "overhead.json"
 
@@ -61,66 +58,52 @@ def _cnn():
     ])
 
 
+def _transformer(blocks=3, width=512, heads=8, sequence=64, vocabulary=2048):
+    """A small language model: embedding, `blocks` pre-norm transformer blocks, a vocabulary head; about 10M
+    parameters with the defaults."""
+    def build():
+        tokens = keras.Input((sequence,), dtype="int32")
+        x = keras.layers.Embedding(vocabulary, width)(tokens)
+        for _ in range(blocks):
+            h = keras.layers.LayerNormalization()(x)
+            x = x + keras.layers.MultiHeadAttention(heads, width // heads)(h, h, use_causal_mask=True)
+            h = keras.layers.LayerNormalization()(x)
+            x = x + keras.layers.Dense(width)(keras.layers.Dense(4 * width, activation="gelu")(h))
+        logits = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling1D()(keras.layers.LayerNormalization()(x)))
+        return keras.Model(tokens, logits)
+    return build, (sequence,)
+
+
 MODELS = {
     "mlp_small": _mlp([128]),
     "cnn": (_cnn, (28, 28, 1)),
     "mlp_1m": _mlp([1024, 256]),
     "mlp_4m": _mlp([2048, 1024, 512]),
+    "transformer_10m": _transformer(),
 }
+# Inputs drawn as integer tokens rather than Gaussian features.
+TOKEN_MODELS = {"transformer_10m": 2048}
 
 
-class PolicySizedController(tf.Module):
-    """Dense 256 -> LSTM 256 -> dense 256 -> one linear head per
-    hyperparameter, greedy; random weights (only the cost matters here)."""
-
-    def __init__(self, width=256, seed=0):
-        super().__init__()
-        rng = np.random.default_rng(seed)
-
-        def weight(*shape):
-            return tf.Variable(rng.normal(scale=shape[0] ** -0.5, size=shape).astype(np.float32))
-
-        self.width = width
-        self.w_in = weight(features.NUM_FEATURES, width)
-        self.w_lstm = weight(2 * width, 4 * width)
-        self.w_out = weight(width, width)
-        self.heads = [weight(width, len(head.choices)) for head in actions.ACTION_HEADS]
-
-    def __call__(self, observation, state):
-        h, c = tf.split(state, 2, axis=1)
-        x = tf.nn.relu(observation @ self.w_in)
-        i, f, g, o = tf.split(tf.concat([x, h], 1) @ self.w_lstm, 4, axis=1)
-        c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
-        h = tf.sigmoid(o) * tf.tanh(c)
-        y = tf.nn.relu(h @ self.w_out)
-        action = tf.stack([tf.argmax(y @ w, axis=1, output_type=tf.int32) for w in self.heads], axis=1)
-        return action, tf.concat([h, c], 1)
-
-
-def _save_benchmark_controller(directory):
-    path = pathlib.Path(directory) / "policy_sized"
-    if not path.exists():
-        keras_lopt.save_controller(
-            path, PolicySizedController(), state_size=512,
-            description="random weights, for timing only",
-        )
-    return str(path)
-
-
-def _optimizers(controller_path, control_every):
+def _optimizers(control_every):
     """Name -> factory of the optimizers compared; the first is the baseline."""
     optimizers = {
         "adam": lambda: keras.optimizers.Adam(),
-        "lhopt": lambda: keras_lopt.LHOPT(policy=None),  # controller off
+        "adamw": lambda: keras.optimizers.AdamW(),
+        "lamb": lambda: keras.optimizers.Lamb(),
+        "lhopt_controller_off": lambda: keras_lopt.LHOPT(policy=None),
     }
     for every in control_every:
-        optimizers[f"lhopt_controller_every_{every}"] = lambda every=every: keras_lopt.LHOPT(
-            policy=controller_path, control_every=every
+        # total_steps so that the controller sees a run in progress, as under ControllerCallback.
+        optimizers[f"lhopt_default_every_{every}"] = lambda every=every: keras_lopt.LHOPT(
+            total_steps=1_000_000, control_every=every
         )
     return optimizers
 
 
-def _train_function(build, input_shape, optimizer, batch_size):
+def _train_function(model_name, optimizer, batch_size):
+    """(model, first step's seconds, run(steps)) for a compiled model of `model_name` training with `optimizer`."""
+    build, input_shape = MODELS[model_name]
     keras.utils.set_random_seed(0)
     model = build()
     model.compile(
@@ -129,9 +112,14 @@ def _train_function(build, input_shape, optimizer, batch_size):
         jit_compile=True,
     )
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(batch_size, *input_shape)).astype(np.float32)
+    if model_name in TOKEN_MODELS:
+        x = rng.integers(0, TOKEN_MODELS[model_name], size=(batch_size, *input_shape)).astype(np.int32)
+    else:
+        x = rng.normal(size=(batch_size, *input_shape)).astype(np.float32)
     y = rng.integers(0, 10, size=(batch_size,))
-    model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)  # builds and traces
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)  # builds, traces, compiles, one step
+    first_step_seconds = time.perf_counter() - start
     iterator = iter(tf.data.Dataset.from_tensors((x, y)).repeat())
     model.make_train_function()
 
@@ -140,7 +128,7 @@ def _train_function(build, input_shape, optimizer, batch_size):
             logs = model.train_function(iterator)
         float(logs["loss"])  # wait for the last step
 
-    return model, run
+    return model, first_step_seconds, run
 
 
 def _state_bytes_per_parameter(model):
@@ -149,13 +137,14 @@ def _state_bytes_per_parameter(model):
     return state / parameters, parameters
 
 
-def benchmark(model_names, rounds, steps, warmup, batch_size, optimizers):
+def benchmark(model_names, rounds, block_steps, warmup, batch_sizes, optimizers):
     results = []
     for model_name in model_names:
-        build, input_shape = MODELS[model_name]
-        runs, memory = {}, {}
+        batch_size = batch_sizes.get(model_name, batch_sizes["default"])
+        steps = block_steps.get(model_name, block_steps["default"])
+        runs, memory, first_step = {}, {}, {}
         for opt_name, make in optimizers.items():
-            model, run = _train_function(build, input_shape, make(), batch_size)
+            model, first_step[opt_name], run = _train_function(model_name, make(), batch_size)
             run(warmup)
             runs[opt_name] = run
             memory[opt_name], parameters = _state_bytes_per_parameter(model)
@@ -174,17 +163,19 @@ def benchmark(model_names, rounds, steps, warmup, batch_size, optimizers):
                 "model": model_name,
                 "parameters": parameters,
                 "batch_size": batch_size,
+                "steps_per_block": steps,
                 "optimizer": name,
                 "median_step_ms": round(1e3 * median, 4),
                 "ratio_to_adam": round(median / base_median, 4),
+                "first_step_seconds": round(first_step[name], 3),
+                "extra_first_step_seconds": round(first_step[name] - first_step[baseline], 3),
                 "state_bytes_per_parameter": round(memory[name], 4),
-                "extra_state_bytes_per_parameter": round(memory[name] - memory[baseline], 4),
             }
             results.append(row)
             print(
-                f"{model_name:10s} {parameters:>9,d} params  {name:28s} "
-                f"{row['median_step_ms']:8.3f} ms/step  x{row['ratio_to_adam']:.3f}  "
-                f"state {row['state_bytes_per_parameter']:.3f} B/param",
+                f"{model_name:16s} {parameters:>11,d} params  {name:24s} "
+                f"{row['median_step_ms']:9.3f} ms/step  x{row['ratio_to_adam']:.3f}  "
+                f"first step {row['first_step_seconds']:6.2f} s  state {row['state_bytes_per_parameter']:.3f} B/param",
                 flush=True,
             )
     return results
@@ -193,39 +184,54 @@ def benchmark(model_names, rounds, steps, warmup, batch_size, optimizers):
 def markdown_table(record):
     """The results as a markdown table, generated from the JSON record."""
     lines = [
-        f"Generated by `python benchmarks/overhead.py` on {record['date']} "
+        f"Generated by `python benchmarks/overhead.py` on {record['date']} on {record['device']} "
         f"({record['machine']['cpus']} CPUs, TensorFlow {record['versions']['tensorflow']}, "
-        f"batch {record['settings']['batch_size']}, jit_compile=True).",
+        f"Keras {record['versions']['keras']}, jit_compile=True, median of {record['settings']['rounds']} "
+        f"interleaved blocks of {record['settings']['steps']} steps, {record['settings']['transformer_steps']} for "
+        f"the transformer).",
         "",
-        "| model | parameters | optimizer | ms/step (median) | ratio to Adam | extra state bytes/param |",
-        "|---|---|---|---|---|---|",
+        "| model | parameters | batch | optimizer | ms/step (median) | ratio to Adam | first step s "
+        "| first step s over Adam | state bytes/param |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in record["results"]:
         lines.append(
-            f"| {row['model']} | {row['parameters']:,} | {row['optimizer']} | {row['median_step_ms']:.2f} | "
-            f"{row['ratio_to_adam']:.3f} | {row['extra_state_bytes_per_parameter']:.4f} |"
+            f"| {row['model']} | {row['parameters']:,} | {row['batch_size']} | {row['optimizer']} "
+            f"| {row['median_step_ms']:.2f} | {row['ratio_to_adam']:.3f} | {row['first_step_seconds']:.2f} "
+            f"| {row['extra_first_step_seconds']:+.2f} | {row['state_bytes_per_parameter']:.3f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _device():
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
+        return f"GPU ({details.get('device_name', gpus[0].name)})"
+    return f"CPU ({platform.processor() or platform.machine()})"
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=50, help="steps per timed block")
+    parser.add_argument("--steps", type=int, default=50, help="steps per timed block (a multiple of 10)")
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--control-every", type=int, nargs="+", default=[1, 10, 50])
+    parser.add_argument("--transformer-batch-size", type=int, default=16)
+    parser.add_argument("--transformer-steps", type=int, default=10, help="steps per timed block for the transformer")
+    parser.add_argument("--control-every", type=int, nargs="+", default=[10, 1])
     parser.add_argument("--output", type=pathlib.Path, default=RESULTS)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch:
-        optimizers = _optimizers(_save_benchmark_controller(scratch), args.control_every)
-        results = benchmark(args.models, args.rounds, args.steps, args.warmup, args.batch_size, optimizers)
+    batch_sizes = {"default": args.batch_size, "transformer_10m": args.transformer_batch_size}
+    steps = {"default": args.steps, "transformer_10m": args.transformer_steps}
+    results = benchmark(args.models, args.rounds, steps, args.warmup, batch_sizes, _optimizers(args.control_every))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "benchmark": "overhead",
         "method": "median step time of compiled (jit_compile=True) train functions, "
-                  "interleaved blocks in one process",
+                  "interleaved blocks in one process; first step timed alone",
+        "device": _device(),
         "settings": {k: v for k, v in vars(args).items() if k != "output"},
         "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()},
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
