@@ -234,3 +234,14 @@ def test_sparse_embedding_gradients_train(policy):
                         callbacks=[keras_lopt.ControllerCallback()] if policy else None).history["loss"]
     assert history[-1] < 0.5 * history[0]
     assert not np.allclose(table, model.layers[0].embeddings.numpy())
+
+
+@modes
+def test_exclude_from_weight_decay(policy):
+    # Keras' adam_test.test_weight_decay: with zero gradients only weight decay moves a variable.
+    decayed, by_name, by_list = keras.Variable(2.0), keras.Variable(2.0, name="exclude"), keras.Variable(2.0)
+    optimizer = _optimizer(policy, learning_rate=0.5, weight_decay=0.1)
+    optimizer.exclude_from_weight_decay(var_list=[by_list], var_names=["exclude"])
+    _apply(optimizer, [(tf.zeros(()), decayed), (tf.zeros(()), by_name), (tf.zeros(()), by_list)])
+    assert float(decayed.numpy()) == pytest.approx(2.0 - 0.5 * 0.1 * 2.0, rel=1e-6)
+    assert float(by_name.numpy()) == 2.0 and float(by_list.numpy()) == 2.0
