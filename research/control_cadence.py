@@ -43,14 +43,15 @@ def main():
     if adam is None:
         sys.exit(f"No cached Adam curve for {TASK} in {args.cache_dir}: run "
                  f"`python -m training.evaluate --tasks {TASK}` first.")
-    adam_steps, adam_losses, _ = adam
+    adam_steps, adam_losses = adam.steps, adam.losses
     task = tasks.build_task(spec, evaluation=True)
     rows = []
     for every in args.control_every:
         if budget % every:
             sys.exit(f"--control_every {every} does not divide the budget {budget}.")
         optimizer = keras_lopt.LHOPT(policy=args.policy, total_steps=budget, control_every=every)
-        _, losses, seconds = evaluate.run_curve(task, optimizer, budget, every)
+        curve = evaluate.run_curve(task, optimizer, budget, every)
+        losses, seconds = curve.losses, curve.seconds
         value, capped = evaluate.measured_speedup(adam_steps, adam_losses, float(losses[-1]), budget)
         rows.append({"control_every": every, "control_steps": budget // every, "final_eval_loss": float(losses[-1]),
                      "speedup_over_adam": value, "speedup_capped": capped,

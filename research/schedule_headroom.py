@@ -72,8 +72,8 @@ def headroom(evaluation, cache_dir, task_names):
         spec = evaluate.EVALUATION_TASKS[name]
         budget = spec.total_steps
         task = functools.cache(lambda spec=spec: tasks.build_task(spec, evaluation=True))
-        adam_steps, adam_losses, _ = evaluate.cached_curve(
-            cache_dir, spec, "adam", evaluate.ADAM_HORIZON * budget, keras.optimizers.Adam, task)
+        adam = evaluate.cached_curve(cache_dir, spec, "adam", evaluate.ADAM_HORIZON * budget, keras.optimizers.Adam, task)
+        adam_steps, adam_losses = adam.steps, adam.losses
         speedups, finals = {}, {}
         for shape in SHAPES:
             for rate in START_RATES:

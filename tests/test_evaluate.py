@@ -55,7 +55,7 @@ def _noop_controller(path):
     return path
 
 
-@pytest.mark.slow  # 3-4.5 minutes on 2 cores: five evaluate runs on two tasks
+@pytest.mark.slow  # 6-9 minutes on 2 cores: five evaluate runs on two tasks
 def test_shrunken_evaluation_writes_results_plots_and_readme_table(tmp_path, monkeypatch, capsys):
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- evaluation:start -->\nold\n<!-- evaluation:end -->\noutro\n")
@@ -83,17 +83,32 @@ def test_shrunken_evaluation_writes_results_plots_and_readme_table(tmp_path, mon
     assert first["lhopt_hyperparameters"][0] == first["lhopt_hyperparameters"][-1]
     assert first["curves"]["lhopt"]["losses"] == pytest.approx(first["curves"]["lhopt_no_controller"]["losses"])
     assert first["speedup_over_adam"] == first["no_controller_speedup_over_adam"]
-    # Adam, three cosine runs and the controller-off run are cached per task ...
-    assert len(list(cache.glob("*.json"))) == 2 * 5
+    # Its schedule is constant, so its frame is LHOPT at its start throughout: the controller-off run.
+    assert first["learning_rate_schedule"] == "constant"
+    assert first["curves"]["frame"]["losses"] == pytest.approx(first["curves"]["lhopt_no_controller"]["losses"])
+    # Every contender has its numbers, and the peers' best learning rate is from their grid.
+    assert {name for name, _ in evaluate.CONTENDER_COLUMNS} == set(first["contenders"])
+    assert first["contenders"]["cosine_adamw"]["learning_rate"] in evaluate.COSINE_LEARNING_RATES
+    assert first["contenders"]["muon"]["learning_rate"] is None
+    lhopt = first["contenders"]["lhopt"]
+    assert lhopt["speedup"] == first["speedup_over_adam"]
+    assert lhopt["wall_clock_speedup"] == pytest.approx(
+        lhopt["speedup"] * first["adam_step_seconds"] / lhopt["step_seconds"])
+    means = summary["contender_geometric_means"]
+    low, high = means["cosine_adam"]["speedup_interval"]
+    assert low <= means["cosine_adam"]["speedup"] <= high
+    # Adam, the three-rate grids of cosine Adam, cosine AdamW and linear-to-zero Adam, schedule-free AdamW,
+    # Muon, the controller-off run and the frame are cached per task ...
+    assert len(list(cache.glob("*.json"))) == 2 * 14
     # ... so evaluating again runs only LHOPT with the controller on the cached seed, and
-    # everything (Adam, 3 cosine, controller off, LHOPT) on a second seed.
+    # everything (14 references, LHOPT) on a second seed.
     calls = []
     real_curve = evaluate.run_curve
     monkeypatch.setattr(evaluate, "run_curve", lambda *a, **k: calls.append(1) or real_curve(*a, **k))
     evaluate.main(["--policy", str(policy), "--tasks", "diamonds_mlp", "--scale", "0.02", "--seeds", "2",
                    "--output_dir", str(tmp_path / "again"), "--cache_dir", str(cache)])
     again = json.loads((tmp_path / "again" / "evaluation.json").read_text())["results"][0]
-    assert len(calls) == 1 + 6
+    assert len(calls) == 1 + 15
     assert again["curves"]["adam"]["losses"] == first["curves"]["adam"]["losses"]  # the first seed's curves
     seeds = again["per_seed"]
     assert [s["seed"] for s in seeds] == [again["seeds"][0], again["seeds"][0] + 1]

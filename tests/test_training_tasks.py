@@ -433,3 +433,24 @@ def test_paired_log_speedup_is_zero_for_the_frames_own_loss_and_clipped():
     slow, slower = float(fit(0.5)), float(fit(0.05))
     assert reward.fitted_log_speedup(fit, slow, 100) == reward.fitted_log_speedup(fit, slower, 100) == -reward.CLIP
     assert reward.paired_log_speedup(fit, slow, slower, 100) == pytest.approx(math.log(10))
+
+
+def test_schedule_free_adamw_is_evaluated_at_its_averaged_point():
+    import keras
+
+    spec = dataclasses.replace(tasks.sample_task(3, families=("tabular_mlp",)), model=_SMALL["tabular_mlp"],
+                               control_steps=2, control_every=5)
+    run = runner.TaskRun(tasks.build_task(spec), keras.optimizers.ScheduleFreeAdamW(learning_rate=0.05))
+    run.run()
+    variables = run.model.trainable_variables
+    y = [v.numpy() for v in variables]
+    z = [run.optimizer._momentums[run.optimizer._get_variable_index(v)].numpy() for v in variables]
+    at_x = run.eval_loss()
+    assert all(np.array_equal(v.numpy(), before) for v, before in zip(variables, y))  # y restored
+    beta_1 = float(run.optimizer.beta_1)
+    for variable, y_value, z_value in zip(variables, y, z):
+        variable.assign((y_value - (1 - beta_1) * z_value) / beta_1)
+    assert at_x == pytest.approx(float(run._eval_loss()), rel=1e-6)
+    for variable, y_value in zip(variables, y):
+        variable.assign(y_value)
+    assert float(run._eval_loss()) != pytest.approx(at_x, rel=1e-6)  # y and x differ after training

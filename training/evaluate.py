@@ -15,11 +15,23 @@ comes from), a character-level LM on the Shakespeare tragedies, and a diamonds r
 - LHOPT with the controller (its default settings otherwise, or starting from --start)
   runs the budget;
 - LHOPT with its controller off (`policy=None`) runs the budget too: a reference for
-  what the controller adds over LHOPT's fixed default hyperparameters.
+  what the controller adds over LHOPT's fixed default hyperparameters;
+- the controller's fixed frame runs the budget: LHOPT with every head at its no-op,
+  the learning rate following the controller's schedule (what the learned part must beat);
+- the peers a Keras user could reach for instead (`PEERS`): AdamW with cosine decay and
+  Adam with linear decay to zero, each at the best of the same 3-point grid, and
+  schedule-free AdamW (evaluated at its averaged point, as its authors prescribe) and
+  Muon at their defaults.
 
-The Adam, cosine Adam and controller-off curves depend only on the task, so they are
-cached (CACHE_DIR, one JSON per task key and contender) and a second policy's
-evaluation only runs LHOPT with its controller; `--no_cache` recomputes them.
+Every contender is reported by its speedup over Adam in steps, its speedup in wall-clock
+time to the same loss (measured step times; the first chunk's compile time is reported
+apart) and its final eval loss. Geometric means carry a 95% bootstrap interval over tasks
+and their seeds.
+
+The reference curves (everything but the controller) depend only on the task (the frame:
+on the controller's schedule), so they are cached (CACHE_DIR, one JSON per task key and
+contender) and a second policy's evaluation only runs LHOPT with its controller;
+`--no_cache` recomputes them.
 
 Speedup = the first step at which Adam's eval-loss curve reaches LHOPT's final eval
 loss (linear interpolation between eval points), divided by the budget; capped at 3
@@ -33,6 +45,7 @@ seed) of the loss curves and of LHOPT's hyperparameters.
 """
 
 import argparse
+import collections
 import dataclasses
 import hashlib
 import json
@@ -55,7 +68,37 @@ COSINE_LEARNING_RATES = (3e-4, 1e-3, 3e-3)
 DEFAULT_SEEDS = 3
 LONGEST_TRAINING_EPISODE = tasks.MAX_STEPS
 # Bump when the way reference curves are run (or LHOPT's update) changes, so old cache files are ignored.
-CURVE_CACHE_VERSION = 1
+CURVE_CACHE_VERSION = 2
+BOOTSTRAP_DRAWS = 2000
+
+
+def peer_optimizers():
+    """The peers: name -> (learning rates tried, `(learning_rate, budget) -> optimizer`); (None,) means the
+    optimizer's own defaults. A peer with a grid is reported at its best rate per task (lowest mean final loss)."""
+    import keras
+
+    schedules = keras.optimizers.schedules
+    return {
+        "cosine_adam": (COSINE_LEARNING_RATES, lambda lr, budget: keras.optimizers.Adam(
+            learning_rate=schedules.CosineDecay(lr, decay_steps=budget))),
+        "cosine_adamw": (COSINE_LEARNING_RATES, lambda lr, budget: keras.optimizers.AdamW(
+            learning_rate=schedules.CosineDecay(lr, decay_steps=budget))),
+        # Linear decay to zero rather than warmup-stable-decay: the budget is known in advance here, and with a
+        # known budget linear decay to zero matches or beats cosine for AdamW (Bergsma et al., 2025,
+        # arXiv 2502.15938); warmup-stable-decay is for runs whose length is not known.
+        "linear_to_zero_adam": (COSINE_LEARNING_RATES, lambda lr, budget: keras.optimizers.Adam(
+            learning_rate=schedules.PolynomialDecay(lr, decay_steps=budget, end_learning_rate=0.0))),
+        "schedule_free_adamw": ((None,), lambda lr, budget: keras.optimizers.ScheduleFreeAdamW()),
+        "muon": ((None,), lambda lr, budget: keras.optimizers.Muon()),
+    }
+
+
+def peer_curve_name(peer, learning_rate):
+    return peer if learning_rate is None else f"{peer}_lr{learning_rate:g}"
+
+
+# One run's curve: eval steps and losses, total seconds, a compiled step's seconds and the first chunk's compile time.
+Curve = collections.namedtuple("Curve", "steps losses seconds step_seconds compile_seconds")
 
 
 def default_curve_cache_dir():
@@ -121,7 +164,30 @@ def run_curve(task, optimizer, total_steps, eval_every, on_chunk=None):
     run = runner.TaskRun(task, optimizer, chunk_steps=eval_every)
     start = time.perf_counter()
     steps, losses = run.run(chunks=total_steps // eval_every, on_chunk=on_chunk)
-    return steps, losses, time.perf_counter() - start
+    return Curve(steps, losses, time.perf_counter() - start, run.step_seconds(), run.compile_seconds())
+
+
+def frame_contender(schedule, control_every):
+    """The frame curve's cache name: it follows LHOPT's defaults, the schedule and the cadence."""
+    defaults = json.dumps(tasks.default_hyperparameters(), sort_keys=True)
+    return f"frame_{schedule}_{hashlib.sha1(defaults.encode()).hexdigest()[:8]}_every{control_every}"
+
+
+def save_frame_controller(directory, schedule):
+    """A controller that is the fixed frame of controllers following `schedule`: every head at its no-op and
+    the learning rate following the schedule (for "constant", LHOPT at its start throughout)."""
+    import tensorflow as tf
+
+    import keras_lopt
+    from keras_lopt import actions
+
+    def noop(observation, state):
+        return tf.tile(tf.constant(actions.NOOP_ACTION, tf.int32)[None], [tf.shape(observation)[0], 1]), state
+
+    keras_lopt.save_controller(directory, keras_lopt.controller.ScheduledLearningRate(noop, schedule), state_size=1,
+                               description=f"the fixed frame: every head at its no-op, a {schedule} learning rate",
+                               extra={"learning_rate_schedule": schedule})
+    return directory
 
 
 def no_controller_contender():
@@ -141,7 +207,8 @@ def read_cached_curve(cache_dir, spec, contender, total_steps):
     if path.exists():
         d = json.loads(path.read_text())
         if d.get("version") == CURVE_CACHE_VERSION:
-            return np.asarray(d["steps"]), np.asarray(d["losses"], float), d["seconds"]
+            return Curve(np.asarray(d["steps"]), np.asarray(d["losses"], float), d["seconds"], d["step_seconds"],
+                         d["compile_seconds"])
     return None
 
 
@@ -153,26 +220,43 @@ def cached_curve(cache_dir, spec, contender, total_steps, make_optimizer, task):
         if cached is not None:
             return cached
         path = _curve_cache_path(cache_dir, spec, contender, total_steps)
-    steps, losses, seconds = run_curve(task(), make_optimizer(), total_steps, spec.control_every)
+    curve = run_curve(task(), make_optimizer(), total_steps, spec.control_every)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         record = {"version": CURVE_CACHE_VERSION, "task": spec.to_json(), "contender": contender,
-                  "steps": steps.tolist(), "losses": losses.tolist(), "seconds": seconds}
+                  **_curve_json(curve)}
         temporary = path.with_suffix(f".{os.getpid()}.tmp")
         temporary.write_text(json.dumps(record))
         temporary.replace(path)  # atomic: a killed run never leaves half a file
-    return steps, losses, seconds
+    return curve
+
+
+def _curve_json(curve):
+    return {"steps": np.asarray(curve.steps).tolist(), "losses": np.asarray(curve.losses).tolist(),
+            "seconds": curve.seconds, "step_seconds": curve.step_seconds, "compile_seconds": curve.compile_seconds}
+
+
+def contender_entry(adam, curve, budget, learning_rate=None):
+    """One contender's numbers on one run: speedups over Adam in steps and in wall-clock time, final loss, times."""
+    final = float(curve.losses[-1])
+    speedup, capped = measured_speedup(adam.steps, adam.losses, final, budget)
+    return {"learning_rate": learning_rate, "speedup": speedup, "speedup_capped": capped,
+            # Adam's time to reach this final loss over the contender's time for its budget (compiled steps only).
+            "wall_clock_speedup": speedup * adam.step_seconds / curve.step_seconds,
+            "final_eval_loss": final, "step_seconds": curve.step_seconds, "compile_seconds": curve.compile_seconds}
 
 
 def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None, start=None, control_steps=None):
     """Runs the contenders on one task; `scale` shrinks budgets (for smoke tests); LHOPT with the
-    controller starts from its defaults updated with `start` (the controller-off reference does not)
-    and acts about `control_steps` times (None: LHOPT's default cadence)."""
+    controller starts from its defaults updated with `start` (the references do not) and acts about
+    `control_steps` times (None: LHOPT's default cadence), as does the frame."""
     import functools
+    import tempfile
 
     import keras
 
     import keras_lopt
+    from keras_lopt import controller
 
     eval_every = spec.control_every
     budget = max(eval_every, int(spec.total_steps * scale) // eval_every * eval_every)
@@ -180,48 +264,65 @@ def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None, start=None, con
     task = functools.cache(lambda: tasks.build_task(spec, evaluation=True))
     reference = functools.partial(cached_curve, cache_dir, spec, task=task)
     adam = reference("adam", ADAM_HORIZON * budget, keras.optimizers.Adam)
-    cosine = {}
-    for lr in COSINE_LEARNING_RATES:
-        cosine[lr] = reference(f"cosine_adam_lr{lr:g}", budget, lambda lr=lr: keras.optimizers.Adam(
-            learning_rate=keras.optimizers.schedules.CosineDecay(lr, decay_steps=budget)))
+    peers = {peer: {rate: reference(peer_curve_name(peer, rate), budget,
+                                    lambda rate=rate, make=make: make(rate, budget)) for rate in rates}
+             for peer, (rates, make) in peer_optimizers().items()}
     no_controller = reference(no_controller_contender(), budget, lambda: keras_lopt.LHOPT(policy=None))
     control_every = max(1, budget // control_steps) if control_steps else None
     optimizer = keras_lopt.LHOPT(**(start or {}), policy=policy, total_steps=budget, control_every=control_every)
+    schedule = controller.read_metadata(policy).get("extra", {}).get("learning_rate_schedule", "constant")
+    with tempfile.TemporaryDirectory() as scratch:
+        frame_policy = save_frame_controller(pathlib.Path(scratch) / "frame", schedule)
+        frame = reference(frame_contender(schedule, optimizer.control_every), budget, lambda: keras_lopt.LHOPT(
+            policy=frame_policy, total_steps=budget, control_every=optimizer.control_every))
     trajectory = []
     lhopt = run_curve(task(), optimizer, budget, eval_every,
-                   on_chunk=lambda run: trajectory.append(run.optimizer.hyperparameters))
-    best_lr = min(cosine, key=lambda lr: cosine[lr][1][-1] if np.isfinite(cosine[lr][1][-1]) else math.inf)
-    final = float(lhopt[1][-1])
-    value, capped = measured_speedup(adam[0], adam[1], final, budget)
-    off_value, off_capped = measured_speedup(adam[0], adam[1], float(no_controller[1][-1]), budget)
-    cosine_speedups = {f"{lr:g}": measured_speedup(adam[0], adam[1], float(c[1][-1]), budget) for lr, c in cosine.items()}
+                      on_chunk=lambda run: trajectory.append(run.optimizer.hyperparameters))
+    cosine = peers["cosine_adam"]
+    best_lr = min(cosine, key=lambda lr: cosine[lr].losses[-1] if np.isfinite(cosine[lr].losses[-1]) else math.inf)
+    final = float(lhopt.losses[-1])
+    value, capped = measured_speedup(adam.steps, adam.losses, final, budget)
+    off_value, off_capped = measured_speedup(adam.steps, adam.losses, float(no_controller.losses[-1]), budget)
+    cosine_speedups = {f"{lr:g}": measured_speedup(adam.steps, adam.losses, float(c.losses[-1]), budget)
+                       for lr, c in cosine.items()}
+    # Every contender's numbers; a peer with a grid has one entry per learning rate.
+    contenders = {
+        "lhopt": [contender_entry(adam, lhopt, budget)],
+        "frame": [contender_entry(adam, frame, budget)],
+        "lhopt_no_controller": [contender_entry(adam, no_controller, budget)],
+        **{peer: [contender_entry(adam, curve, budget, rate) for rate, curve in curves.items()]
+           for peer, curves in peers.items()},
+    }
     return {
         "task": name,
         "description": spec.describe(),
         "budget": budget,
         "lhopt_control_every": optimizer.control_every,
+        "learning_rate_schedule": schedule,
         "speedup_over_adam": value,
         "speedup_capped": capped,
         "lhopt_final_eval_loss": final,
-        "adam_final_eval_loss_at_budget": float(adam[1][budget // eval_every]),
-        "best_cosine_adam_final_eval_loss": float(cosine[best_lr][1][-1]),
-        "cosine_adam_final_eval_losses": {f"{lr:g}": float(c[1][-1]) for lr, c in cosine.items()},
+        "adam_final_eval_loss_at_budget": float(adam.losses[budget // eval_every]),
+        "adam_step_seconds": adam.step_seconds,
+        "best_cosine_adam_final_eval_loss": float(cosine[best_lr].losses[-1]),
+        "cosine_adam_final_eval_losses": {f"{lr:g}": float(c.losses[-1]) for lr, c in cosine.items()},
         "best_cosine_learning_rate": best_lr,
-        "final_loss_ratio_to_best_cosine": final / float(cosine[best_lr][1][-1]),
+        "final_loss_ratio_to_best_cosine": final / float(cosine[best_lr].losses[-1]),
         # Each cosine run's own speedup over Adam, as (speedup, capped): what tuning a schedule buys.
         "cosine_adam_speedups_over_adam": cosine_speedups,
         "best_cosine_adam_speedup_over_adam": cosine_speedups[f"{best_lr:g}"][0],
         "best_cosine_adam_speedup_capped": cosine_speedups[f"{best_lr:g}"][1],
         "no_controller_speedup_over_adam": off_value,
         "no_controller_speedup_capped": off_capped,
-        "no_controller_final_eval_loss": float(no_controller[1][-1]),
+        "no_controller_final_eval_loss": float(no_controller.losses[-1]),
+        "contenders": contenders,
         "curves": {
-            "adam": {"steps": adam[0].tolist(), "losses": adam[1].tolist(), "seconds": adam[2]},
-            **{f"cosine_adam_lr{lr:g}": {"steps": c[0].tolist(), "losses": c[1].tolist(), "seconds": c[2]}
-               for lr, c in cosine.items()},
-            "lhopt_no_controller": {"steps": no_controller[0].tolist(), "losses": no_controller[1].tolist(),
-                                    "seconds": no_controller[2]},
-            "lhopt": {"steps": lhopt[0].tolist(), "losses": lhopt[1].tolist(), "seconds": lhopt[2]},
+            "adam": _curve_json(adam),
+            **{peer_curve_name(peer, rate): _curve_json(curve)
+               for peer, curves in peers.items() for rate, curve in curves.items()},
+            "lhopt_no_controller": _curve_json(no_controller),
+            "frame": _curve_json(frame),
+            "lhopt": _curve_json(lhopt),
         },
         "lhopt_hyperparameters": trajectory,
     }
@@ -241,6 +342,7 @@ def evaluate_task_seeds(name, spec, policy, seeds, scale=1.0, cache_dir=None, st
             for seed in task_seeds]
     per_seed = [{key: value for key, value in run.items() if key != "curves"}
                 | {"seed": seed, "lhopt_curve": run["curves"]["lhopt"]} for seed, run in zip(task_seeds, runs)]
+    contenders = summarise_contenders(runs)
     cosine = {lr: float(np.mean([run["cosine_adam_final_eval_losses"][lr] for run in runs]))
               for lr in runs[0]["cosine_adam_final_eval_losses"]}
     best_lr = min(cosine, key=lambda lr: cosine[lr] if np.isfinite(cosine[lr]) else math.inf)
@@ -263,8 +365,34 @@ def evaluate_task_seeds(name, spec, policy, seeds, scale=1.0, cache_dir=None, st
         "no_controller_speedup_over_adam": geometric_mean([run["no_controller_speedup_over_adam"] for run in runs]),
         "no_controller_speedup_capped": any(run["no_controller_speedup_capped"] for run in runs),
         "no_controller_final_eval_loss": float(np.mean([run["no_controller_final_eval_loss"] for run in runs])),
+        "contenders": contenders,
         "per_seed": per_seed,
     }
+
+
+def summarise_contenders(runs):
+    """Per contender over a task's seeds: its best learning rate (lowest mean final loss), and at it the
+    geometric-mean speedups (capped if any seed was), their range, per-seed values and mean losses and times."""
+    summary = {}
+    for name in runs[0]["contenders"]:
+        options = range(len(runs[0]["contenders"][name]))
+        mean_loss = {i: np.mean([run["contenders"][name][i]["final_eval_loss"] for run in runs]) for i in options}
+        best = min(options, key=lambda i: mean_loss[i] if np.isfinite(mean_loss[i]) else math.inf)
+        entries = [run["contenders"][name][best] for run in runs]
+        speedups = [e["speedup"] for e in entries]
+        summary[name] = {
+            "learning_rate": entries[0]["learning_rate"],
+            "speedup": geometric_mean(speedups),
+            "speedup_capped": any(e["speedup_capped"] for e in entries),
+            "speedup_range": [min(speedups), max(speedups)],
+            "speedups": speedups,
+            "wall_clock_speedup": geometric_mean([e["wall_clock_speedup"] for e in entries]),
+            "wall_clock_speedups": [e["wall_clock_speedup"] for e in entries],
+            "final_eval_loss": float(mean_loss[best]),
+            "step_seconds": float(np.mean([e["step_seconds"] for e in entries])),
+            "compile_seconds": float(np.mean([e["compile_seconds"] for e in entries])),
+        }
+    return summary
 
 
 def relative_trajectory(trajectory, name):
@@ -324,6 +452,82 @@ def markdown_table(results, geometric_mean, no_controller_geometric_mean, best_c
         )
     lines.append(f"| **geometric mean** | | | **{geometric_mean:.2f}x** | | | | {best_cosine_geometric_mean:.2f}x "
                  f"| {no_controller_geometric_mean:.2f}x |")
+    return "\n".join(lines)
+
+
+# The contenders' columns, in order: (key in a result's "contenders", column title).
+CONTENDER_COLUMNS = (
+    ("lhopt", "LHOPT"), ("frame", "its frame"), ("lhopt_no_controller", "controller off"),
+    ("cosine_adam", "cosine Adam"), ("cosine_adamw", "cosine AdamW"), ("linear_to_zero_adam", "linear-to-zero Adam"),
+    ("schedule_free_adamw", "schedule-free AdamW"), ("muon", "Muon"),
+)
+
+
+def bootstrap_interval(per_task_values, draws=BOOTSTRAP_DRAWS, seed=0):
+    """95% interval of the geometric mean over tasks of each task's geometric mean over its seeds, by resampling
+    the tasks and, within each task drawn, its seeds."""
+    rng = np.random.default_rng(seed)
+    logs = [np.log(np.maximum(np.asarray(values, float), 1e-3)) for values in per_task_values]
+    means = [np.mean([rng.choice(logs[i], size=len(logs[i])).mean() for i in rng.integers(len(logs), size=len(logs))])
+             for _ in range(draws)]
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(np.exp(low)), float(np.exp(high))
+
+
+def contender_means(results):
+    """Per contender: the geometric mean over tasks of its speedup and wall-clock speedup, each with its interval."""
+    means = {}
+    for name, _ in CONTENDER_COLUMNS:
+        entries = [r["contenders"][name] for r in results]
+        means[name] = {
+            "speedup": geometric_mean([e["speedup"] for e in entries]),
+            "speedup_interval": bootstrap_interval([e["speedups"] for e in entries]),
+            "wall_clock_speedup": geometric_mean([e["wall_clock_speedup"] for e in entries]),
+            "wall_clock_speedup_interval": bootstrap_interval([e["wall_clock_speedups"] for e in entries]),
+        }
+    return means
+
+
+def contenders_table(results, means, key):
+    """Markdown: every contender's `key` ("speedup" or "wall_clock_speedup") per task and in geometric mean."""
+    lines = ["| task | budget | " + " | ".join(title for _, title in CONTENDER_COLUMNS) + " |",
+             "|---|---|" + "---|" * len(CONTENDER_COLUMNS)]
+    for r in results:
+        cells = []
+        for name, _ in CONTENDER_COLUMNS:
+            entry = r["contenders"][name]
+            cell = reward.shown_speedup(entry[key], entry["speedup_capped"] and key == "speedup")
+            if entry["learning_rate"] is not None:
+                cell += f" (lr {entry['learning_rate']:g})"
+            cells.append(cell)
+        lines.append(f"| {r['task']} | {r['budget']} | " + " | ".join(cells) + " |")
+    cells = []
+    for name, _ in CONTENDER_COLUMNS:
+        low, high = means[name][f"{key}_interval"]
+        cell = f"{means[name][key]:.2f}x [{low:.2f}-{high:.2f}]"
+        cells.append(f"**{cell}**" if low > 1.0 else cell)
+    lines.append("| **geometric mean** [95% interval] | | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def final_loss_table(results):
+    """Markdown: every contender's mean final eval loss per task."""
+    lines = ["| task | " + " | ".join(title for _, title in CONTENDER_COLUMNS) + " |",
+             "|---|" + "---|" * len(CONTENDER_COLUMNS)]
+    for r in results:
+        lines.append(f"| {r['task']} | " + " | ".join(f"{r['contenders'][name]['final_eval_loss']:.4g}"
+                                                      for name, _ in CONTENDER_COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def compile_table(results):
+    """Markdown: every contender's compiled step time and first-chunk compile time per task."""
+    lines = ["| task | " + " | ".join(title for _, title in CONTENDER_COLUMNS) + " |",
+             "|---|" + "---|" * len(CONTENDER_COLUMNS)]
+    for r in results:
+        lines.append(f"| {r['task']} | " + " | ".join(
+            f"{1e3 * r['contenders'][name]['step_seconds']:.2f} ms, {r['contenders'][name]['compile_seconds']:.1f} s"
+            for name, _ in CONTENDER_COLUMNS) + " |")
     return "\n".join(lines)
 
 
@@ -406,15 +610,27 @@ def main(argv=None):
                                                               for r in results)},
         "results": results,
     }
+    means = contender_means(results)
+    summary["contender_geometric_means"] = means
     (output / "evaluation.json").write_text(json.dumps(summary, indent=1))
     table = markdown_table(results, mean, no_controller_mean, best_cosine_mean)
     seeds = (f"Speedups: geometric mean over {args.seeds} seeds per task (range over the seeds); losses: means.\n\n"
              if args.seeds > 1 else "")
+    steps_table = contenders_table(results, means, "speedup")
+    contenders = (
+        "## Every contender\n\nSpeedup over Adam at its defaults in steps (a peer with a learning-rate grid at its "
+        "best rate per task). Geometric means with a 95% bootstrap interval over tasks and seeds; **bold** where the "
+        "interval lies above 1.\n\n" + steps_table + "\n\nIn wall-clock time to the same loss (compiled step times "
+        "measured on this machine; compile time apart, below):\n\n" + contenders_table(results, means,
+                                                                                   "wall_clock_speedup")
+        + "\n\nFinal eval loss (mean over seeds):\n\n" + final_loss_table(results)
+        + "\n\nCompiled step time and the first chunk's compile time:\n\n" + compile_table(results) + "\n")
     (output / "evaluation.md").write_text(f"# Evaluation of policy `{args.policy}`\n\nGenerated by "
-                                          f"`{summary['command']}`.\n\n{seeds}{table}\n")
+                                          f"`{summary['command']}`.\n\n{seeds}{table}\n\n{contenders}")
     print(table)
+    print(steps_table)
     if args.update_readme:
-        update_readme(seeds + table, summary["command"])
+        update_readme(seeds + table + "\n\n" + steps_table + "\n", summary["command"])
 
 
 if __name__ == "__main__":

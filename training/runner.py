@@ -47,6 +47,27 @@ def make_optimizer(spec, kind="lhopt", policy=keras_lopt.lhopt.EXTERNAL):
     raise ValueError(f"Unknown optimizer kind '{kind}'; use 'lhopt' or 'adam'.")
 
 
+class _at_schedule_free_average:
+    """Within it, each variable holds schedule-free AdamW's averaged point x = (y - (1 - beta_1) z) / beta_1
+    (Keras' implementation keeps y in the variable and z in its "momentum" slot); restored to y after."""
+
+    def __init__(self, optimizer, variables):
+        self.optimizer, self.variables = optimizer, list(variables)
+
+    def __enter__(self):
+        self.saved = [v.numpy() for v in self.variables]
+        if not self.optimizer.built:
+            return
+        beta_1 = float(self.optimizer.beta_1)
+        for variable, y in zip(self.variables, self.saved):
+            z = self.optimizer._momentums[self.optimizer._get_variable_index(variable)].numpy()
+            variable.assign((y - (1.0 - beta_1) * z) / beta_1)
+
+    def __exit__(self, *exc):
+        for variable, y in zip(self.variables, self.saved):
+            variable.assign(y)
+
+
 UNROLLED_FAMILIES = ("image_cnn",)
 MAX_UNROLL = 4
 
@@ -130,8 +151,21 @@ class TaskRun:
         timed = self.chunk_seconds[1:] or self.chunk_seconds
         return float(np.median(timed)) / self.chunk_steps if timed else float("nan")
 
+    def compile_seconds(self):
+        """The first chunk's wall time beyond a compiled chunk's (tracing and compiling)."""
+        if not self.chunk_seconds:
+            return float("nan")
+        return max(0.0, self.chunk_seconds[0] - self.step_seconds() * self.chunk_steps)
+
     def eval_loss(self):
-        """The loss on the task's eval set (a float, possibly nan or inf)."""
+        """The loss on the task's eval set (a float, possibly nan or inf).
+
+        Schedule-free AdamW is evaluated where its authors prescribe: at the
+        averaged point x, not at the interpolation y the model trains at.
+        """
+        if isinstance(self.optimizer, keras.optimizers.ScheduleFreeAdamW):
+            with _at_schedule_free_average(self.optimizer, self.model.trainable_variables):
+                return float(self._eval_loss())
         return float(self._eval_loss())
 
     @property
