@@ -59,6 +59,11 @@ experience = tf.nest.map_structure(tf.convert_to_tensor, collection.pack(episode
 out["packed_shape"] = list(experience.step_type.shape)
 out["valid"] = float(tf.reduce_sum(ppo_utils.make_trajectory_mask(agent._preprocess(experience))))
 out["loss"] = float(agent.train(experience).loss)
+actors._processes[1].kill()  # as the out-of-memory killer would: the other actor keeps delivering
+try:
+    actors.episodes(50, 1)
+except collection.ActorError as error:
+    out["dead"] = str(error)
 actors.close()
 
 def broken(index):
@@ -100,6 +105,7 @@ def test_actors_run_whole_episodes_with_the_learners_latest_policy(tmp_path):
     assert out["valid"] == sum(e["control_steps"] - 1 for e in episodes)
     assert np.isfinite(out["loss"])
     assert "Actor 0 failed" in out["error"] and "no such task" in out["error"]
+    assert "Actor 1 died (exit code -9) (killed" in out["dead"]
 
 
 def test_pack_lays_episodes_end_to_end_in_rows_of_equal_length():

@@ -161,16 +161,23 @@ class Actors:
 
     def _next(self):
         while True:
+            # Checked at every message, not only when none come: with one actor dead the others keep the queue
+            # busy, and collection would go on at a fraction of its speed without a word.
+            self._check_alive()
             try:
                 kind, index, payload = self._outbox.get(timeout=_POLL_SECONDS)
             except queue.Empty:
-                for i, process in enumerate(self._processes):
-                    if not process.is_alive():
-                        raise ActorError(f"Actor {i} died (exit code {process.exitcode}).") from None
                 continue
             if kind == "error":
                 raise ActorError(f"Actor {index} failed:\n{payload}")
             return kind, index, payload
+
+    def _check_alive(self):
+        for i, process in enumerate(self._processes):
+            if not process.is_alive():
+                cause = " (killed: SIGKILL, e.g. by the out-of-memory killer)" if process.exitcode == -9 else ""
+                raise ActorError(f"Actor {i} died (exit code {process.exitcode}){cause}; the run resumes from its "
+                                 f"last checkpoint when restarted.")
 
     def publish(self, weights, version):
         """Every actor's next episode acts with `weights` (policy version `version`)."""
