@@ -272,19 +272,16 @@ def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None, start=None, con
     optimizer = keras_lopt.LHOPT(**(start or {}), policy=policy, total_steps=budget, control_every=control_every)
     schedule = controller.read_metadata(policy).get("extra", {}).get("learning_rate_schedule", "constant")
     with tempfile.TemporaryDirectory() as scratch:
-        frame_policy = save_frame_controller(pathlib.Path(scratch) / "frame", schedule)
+        # The frame controller is written only when its curve is not cached (LHOPT reads it in when built).
         frame = reference(frame_contender(schedule, optimizer.control_every), budget, lambda: keras_lopt.LHOPT(
-            policy=frame_policy, total_steps=budget, control_every=optimizer.control_every))
+            policy=save_frame_controller(pathlib.Path(scratch) / "frame", schedule), total_steps=budget,
+            control_every=optimizer.control_every))
     trajectory = []
     lhopt = run_curve(task(), optimizer, budget, eval_every,
                       on_chunk=lambda run: trajectory.append(run.optimizer.hyperparameters))
     cosine = peers["cosine_adam"]
     best_lr = min(cosine, key=lambda lr: cosine[lr].losses[-1] if np.isfinite(cosine[lr].losses[-1]) else math.inf)
     final = float(lhopt.losses[-1])
-    value, capped = measured_speedup(adam.steps, adam.losses, final, budget)
-    off_value, off_capped = measured_speedup(adam.steps, adam.losses, float(no_controller.losses[-1]), budget)
-    cosine_speedups = {f"{lr:g}": measured_speedup(adam.steps, adam.losses, float(c.losses[-1]), budget)
-                       for lr, c in cosine.items()}
     # Every contender's numbers; a peer with a grid has one entry per learning rate.
     contenders = {
         "lhopt": [contender_entry(adam, lhopt, budget)],
@@ -293,6 +290,11 @@ def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None, start=None, con
         **{peer: [contender_entry(adam, curve, budget, rate) for rate, curve in curves.items()]
            for peer, curves in peers.items()},
     }
+    (lhopt_entry,), (off_entry,) = contenders["lhopt"], contenders["lhopt_no_controller"]
+    value, capped = lhopt_entry["speedup"], lhopt_entry["speedup_capped"]
+    off_value, off_capped = off_entry["speedup"], off_entry["speedup_capped"]
+    cosine_speedups = {f"{e['learning_rate']:g}": (e["speedup"], e["speedup_capped"])
+                       for e in contenders["cosine_adam"]}
     return {
         "task": name,
         "description": spec.describe(),
