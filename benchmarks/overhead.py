@@ -59,7 +59,7 @@ def _cnn():
 
 
 def _transformer(blocks=3, width=512, heads=8, sequence=64, vocabulary=2048):
-    """A small language model: embedding, `blocks` pre-norm transformer blocks, a vocabulary head; about 10M
+    """A small transformer classifier: embedding, `blocks` pre-norm causal blocks, a 10-way head; about 10M
     parameters with the defaults."""
     def build():
         tokens = keras.Input((sequence,), dtype="int32")
