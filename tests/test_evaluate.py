@@ -9,7 +9,7 @@ import tensorflow as tf
 
 import keras_lopt
 from keras_lopt import actions
-from training import data, evaluate
+from training import data, evaluate, tasks
 
 
 def test_steps_to_reach_interpolates_and_reports_never():
@@ -40,9 +40,17 @@ def test_speedup_is_adam_steps_over_budget_capped_at_the_horizon():
 
 
 def test_every_evaluation_task_is_held_out_of_training():
-    for spec in evaluate.EVALUATION_TASKS.values():
-        assert data.is_evaluation_only(spec.dataset)
-    longest = max(spec.total_steps for spec in evaluate.EVALUATION_TASKS.values())
+    specs = evaluate.EVALUATION_TASKS.values()
+    assert len(specs) >= 8 and len({spec.family for spec in specs}) >= 4
+    held_out = {spec.dataset for spec in specs}
+    assert all(data.is_evaluation_only(dataset) for dataset in held_out)
+    # Meta-training never draws them: a large pool of regular and long-run tasks, as the campaigns sample them.
+    distribution = tasks.TaskDistribution(pool_size=240, long_run_pool_size=60)
+    drawn = [distribution.sample(seed) for seed in distribution.seeds]
+    assert {spec.family for spec in drawn} == set(tasks.FAMILIES)
+    assert not {spec.dataset for spec in drawn} & held_out
+    assert max(spec.total_steps for spec in drawn) <= evaluate.LONGEST_TRAINING_EPISODE
+    longest = max(spec.total_steps for spec in specs)
     assert longest >= 10 * evaluate.LONGEST_TRAINING_EPISODE
 
 
@@ -55,6 +63,30 @@ def _noop_controller(path):
     return path
 
 
+def test_robustness_pairs_the_controller_with_its_frame_per_seed():
+    def entry(speedup):
+        return {"speedup": speedup, "speedup_capped": speedup == 3.0, "final_eval_loss": 1.0 / speedup}
+
+    # One task, two seeds: at x0.1 the controller doubles its frame's speedup on both seeds.
+    runs = [{"robustness": {"0.1": {"lhopt": entry(1.0), "frame": entry(0.5)}, "1": {"lhopt": entry(3.0),
+                                                                                   "frame": entry(3.0)}}},
+            {"robustness": {"0.1": {"lhopt": entry(0.4), "frame": entry(0.2)}, "1": {"lhopt": entry(2.0),
+                                                                                   "frame": entry(2.5)}}}]
+    summary = evaluate.summarise_robustness(runs)
+    assert summary["0.1"]["ratios"] == [pytest.approx(2.0), pytest.approx(2.0)]
+    assert summary["0.1"]["lhopt"]["speedup"] == pytest.approx(math.sqrt(0.4))
+    assert summary["1"]["ratio"] == pytest.approx(math.sqrt(0.8)) and summary["1"]["lhopt"]["speedup_capped"]
+    results = [{"task": "a", "robustness": summary}, {"task": "b", "robustness": summary}]
+    means = evaluate.robustness_means(results)
+    # Every draw of tasks and seeds gives ratio 2 at x0.1: the interval is [2, 2] and excludes 1.
+    assert means["0.1"]["ratio"]["interval"] == (pytest.approx(2.0), pytest.approx(2.0))
+    table = evaluate.robustness_table(results, means)
+    assert "| a | 0.63x / 0.32x | >= 2.45x / >= 2.74x |" in table
+    assert "**2.00x [2.00-2.00]**" in table
+    # A diverged run (speedup 0) counts as the floor, not as minus infinity.
+    assert evaluate.geometric_mean([0.0, 1.0]) == pytest.approx(math.sqrt(evaluate.SPEEDUP_FLOOR))
+
+
 @pytest.mark.slow  # 6-9 minutes on 2 cores: five evaluate runs on two tasks
 def test_shrunken_evaluation_writes_results_plots_and_readme_table(tmp_path, monkeypatch, capsys):
     readme = tmp_path / "README.md"
@@ -63,7 +95,8 @@ def test_shrunken_evaluation_writes_results_plots_and_readme_table(tmp_path, mon
     policy = _noop_controller(tmp_path / "noop")
     out, cache = tmp_path / "results", tmp_path / "cache"
     evaluate.main(["--policy", str(policy), "--tasks", "diamonds_mlp", "tragedies_char_lm", "--scale", "0.02",
-                   "--seeds", "1", "--output_dir", str(out), "--cache_dir", str(cache), "--update_readme"])
+                   "--seeds", "1", "--output_dir", str(out), "--cache_dir", str(cache), "--update_readme",
+                   "--robustness_factors", "0.1", "1"])
     summary = json.loads((out / "evaluation.json").read_text())
     assert [r["task"] for r in summary["results"]] == ["diamonds_mlp", "tragedies_char_lm"]
     for r in summary["results"]:
@@ -97,16 +130,26 @@ def test_shrunken_evaluation_writes_results_plots_and_readme_table(tmp_path, mon
     means = summary["contender_geometric_means"]
     low, high = means["cosine_adam"]["speedup_interval"]
     assert low <= means["cosine_adam"]["speedup"] <= high
+    # From a mis-set start the no-op controller is its frame (constant schedule) run after run: paired ratio 1.
+    # At x1 the robustness entries are the main runs'.
+    robust = first["robustness"]
+    assert robust["0.1"]["ratios"] == [pytest.approx(1.0)]
+    assert robust["0.1"]["lhopt"]["final_eval_loss"] == pytest.approx(robust["0.1"]["frame"]["final_eval_loss"])
+    assert robust["0.1"]["lhopt"]["final_eval_loss"] != pytest.approx(lhopt["final_eval_loss"])
+    assert robust["1"]["lhopt"]["speedups"] == lhopt["speedups"]
+    assert set(summary["robustness_geometric_means"]) == {"0.1", "1"}
+    assert "From mis-set starts" in (out / "evaluation.md").read_text()
     # Adam, the three-rate grids of cosine Adam, cosine AdamW and linear-to-zero Adam, schedule-free AdamW,
-    # Muon, the controller-off run and the frame are cached per task ...
-    assert len(list(cache.glob("*.json"))) == 2 * 14
+    # Muon, the controller-off run and the frame (from the default start and from x0.1) are cached per task ...
+    assert len(list(cache.glob("*.json"))) == 2 * 15
     # ... so evaluating again runs only LHOPT with the controller on the cached seed, and
     # everything (14 references, LHOPT) on a second seed.
     calls = []
     real_curve = evaluate.run_curve
     monkeypatch.setattr(evaluate, "run_curve", lambda *a, **k: calls.append(1) or real_curve(*a, **k))
     evaluate.main(["--policy", str(policy), "--tasks", "diamonds_mlp", "--scale", "0.02", "--seeds", "2",
-                   "--output_dir", str(tmp_path / "again"), "--cache_dir", str(cache)])
+                   "--output_dir", str(tmp_path / "again"), "--cache_dir", str(cache),
+                   "--robustness_factors"])
     again = json.loads((tmp_path / "again" / "evaluation.json").read_text())["results"][0]
     assert len(calls) == 1 + 15
     assert again["curves"]["adam"]["losses"] == first["curves"]["adam"]["losses"]  # the first seed's curves
@@ -127,13 +170,15 @@ def test_shrunken_evaluation_writes_results_plots_and_readme_table(tmp_path, mon
     # --start moves LHOPT's starting point; the cached controller-off reference stays at the defaults.
     calls.clear()
     evaluate.main(["--policy", str(policy), "--tasks", "diamonds_mlp", "--scale", "0.02", "--seeds", "1",
-                   "--start", "epsilon=1e-7", "--output_dir", str(tmp_path / "start"), "--cache_dir", str(cache)])
+                   "--start", "epsilon=1e-7", "--output_dir", str(tmp_path / "start"), "--cache_dir", str(cache),
+                   "--robustness_factors"])
     started = json.loads((tmp_path / "start" / "evaluation.json").read_text())
     assert started["start"] == {"epsilon": 1e-7} and len(calls) == 1
     assert started["results"][0]["lhopt_hyperparameters"][0]["epsilon"] == pytest.approx(1e-7)
     # --control_steps sets LHOPT's cadence (40 steps here: every 10 steps for 4 control steps).
     evaluate.main(["--policy", str(policy), "--tasks", "diamonds_mlp", "--scale", "0.02", "--seeds", "1",
-                   "--control_steps", "4", "--output_dir", str(tmp_path / "cadence"), "--cache_dir", str(cache)])
+                   "--control_steps", "4", "--output_dir", str(tmp_path / "cadence"), "--cache_dir", str(cache),
+                   "--robustness_factors"])
     cadence = json.loads((tmp_path / "cadence" / "evaluation.json").read_text())
     assert cadence["control_steps"] == 4 and cadence["results"][0]["lhopt_control_every"] == 10
     with pytest.raises(SystemExit):

