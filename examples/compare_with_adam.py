@@ -1,12 +1,13 @@
-"""Train the same model with keras-lopt and with Adam, side by side.
+"""Train the same model with Adam, cosine-decay Adam and keras-lopt, side by side.
 
 The data is scikit-learn's bundled handwritten digits (1,797 8x8 images; no
-download). Adam at its defaults, LHOPT with its packaged default controller, and
-LHOPT with the controller off start from the same initial weights and see the
-batches in the same order. Digits MLPs are one of the meta-training task
-families, so this is a demo, not a held-out evaluation (training/evaluate.py is).
-The script prints a comparison table and writes a plot and a JSON record to
---output-dir.
+download). Adam at Keras' defaults, Adam with a cosine decay of its default
+learning rate over the run, and LHOPT with its packaged default controller start
+from the same initial weights and see the batches in the same order. Each prints
+its progress as it trains. The figure shows the training and validation losses
+and the hyperparameters LHOPT's controller chose along the run. Digits MLPs are
+one of the meta-training task families, so this is a demo, not a held-out
+evaluation (training/evaluate.py is).
 
     python examples/compare_with_adam.py --output-dir demo_output
 """
@@ -48,19 +49,40 @@ def build_model(seed):
     ])
 
 
-class StepLoss(keras.callbacks.Callback):
-    """Records the training loss of every batch."""
+def optimizers(total_steps):
+    """The contenders, by name: `() -> (optimizer, callbacks)`."""
+    return {
+        "Adam": lambda: (keras.optimizers.Adam(), []),
+        "cosine Adam": lambda: (keras.optimizers.Adam(
+            learning_rate=keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=total_steps)), []),
+        # policy left at its default: the packaged controller steers the hyperparameters.
+        "LHOPT": lambda: (keras_lopt.LHOPT(), [keras_lopt.ControllerCallback()]),
+    }
 
-    def on_train_begin(self, logs=None):
-        self.losses = []
+
+class Record(keras.callbacks.Callback):
+    """Records every batch's training loss and, each epoch, LHOPT's hyperparameters; prints progress."""
+
+    def __init__(self, name, epochs, print_every):
+        super().__init__()
+        self.name, self.epochs, self.print_every = name, epochs, print_every
+        self.losses, self.hyperparameters = [], []
 
     def on_train_batch_end(self, batch, logs=None):
         self.losses.append(float(logs["loss"]))
 
+    def on_epoch_end(self, epoch, logs=None):
+        if isinstance(self.model.optimizer, keras_lopt.LHOPT):
+            self.hyperparameters.append(self.model.optimizer.hyperparameters)
+        if (epoch + 1) % self.print_every == 0 or epoch + 1 == self.epochs:
+            print(f"  {self.name:12s} epoch {epoch + 1:3d}/{self.epochs}  loss {logs['loss']:.4f}  "
+                  f"val_loss {logs['val_loss']:.4f}  val_accuracy {logs['val_accuracy']:.3f}", flush=True)
 
-def train(name, optimizer, data, args):
+
+def train(name, make_optimizer, data, args):
     x_train, x_val, y_train, y_val = data
     model = build_model(args.seed)
+    optimizer, callbacks = make_optimizer()
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -68,11 +90,11 @@ def train(name, optimizer, data, args):
         jit_compile=True,
     )
     keras.utils.set_random_seed(args.seed)  # same shuffling for every optimizer
-    steps = StepLoss()
+    record = Record(name, args.epochs, print_every=max(1, args.epochs // 8))
     start = time.perf_counter()
     history = model.fit(
         x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
-        validation_data=(x_val, y_val), callbacks=[steps], verbose=0,
+        validation_data=(x_val, y_val), callbacks=[record, *callbacks], verbose=0,
     ).history
     seconds = time.perf_counter() - start
     val_loss = history["val_loss"]
@@ -85,56 +107,65 @@ def train(name, optimizer, data, args):
         "final_train_loss": history["loss"][-1],
         "seconds": seconds,
         "val_loss": val_loss,
-        "step_loss": steps.losses,
+        "step_loss": record.losses,
+        "hyperparameters": record.hyperparameters,  # LHOPT's, at the end of each epoch
     }
 
 
 def plot(runs, steps_per_epoch, path):
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4.2))
     for run in runs:
         losses = np.array(run["step_loss"])
         window = min(steps_per_epoch, len(losses))
         smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
         left.plot(np.arange(window, len(losses) + 1), smooth, label=run["optimizer"])
         epochs = np.arange(1, len(run["val_loss"]) + 1) * steps_per_epoch
-        right.plot(epochs, run["val_loss"], marker=".", label=run["optimizer"])
+        middle.plot(epochs, run["val_loss"], marker=".", label=run["optimizer"])
     left.set(title="training loss (running mean over an epoch)", xlabel="step", ylabel="loss", yscale="log")
-    right.set(title="validation loss", xlabel="step", ylabel="loss", yscale="log")
-    for ax in (left, right):
+    middle.set(title="validation loss", xlabel="step", ylabel="loss", yscale="log")
+    lhopt = next(run for run in runs if run["hyperparameters"])
+    steps = np.arange(1, len(lhopt["hyperparameters"]) + 1) * steps_per_epoch
+    for name in lhopt["hyperparameters"][0]:
+        values = np.array([point[name] for point in lhopt["hyperparameters"]])
+        if name.startswith("beta"):  # shown as 1 - beta, the form the controller scales
+            values, name = 1.0 - values, f"1 - {name}"
+        right.plot(steps, values, label=name)
+    right.set(title=f"{lhopt['optimizer']}: hyperparameters the controller chose", xlabel="step", yscale="log")
+    for ax in (left, middle, right):
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.suptitle("scikit-learn digits, MLP 64-128-64-10")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", type=pathlib.Path, default=pathlib.Path("demo_output"))
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.epochs < 1 or args.batch_size < 1:
+        parser.error(f"--epochs and --batch-size must be at least 1; got {args.epochs} and {args.batch_size}.")
     data = load_data(args.seed)
     steps_per_epoch = -(-len(data[0]) // args.batch_size)
     total_steps = steps_per_epoch * args.epochs
+    print(f"{args.epochs} epochs x {steps_per_epoch} steps, batch {args.batch_size}, "
+          f"{len(data[0])} training / {len(data[1])} validation images", flush=True)
 
-    runs = [
-        train("Adam (Keras defaults)", keras.optimizers.Adam(), data, args),
-        # policy left at its default: the packaged controller steers the hyperparameters.
-        train("LHOPT (default controller)", keras_lopt.LHOPT(total_steps=total_steps), data, args),
-        train("LHOPT (controller off)", keras_lopt.LHOPT(policy=None), data, args),
-    ]
+    runs = []
+    for name, make_optimizer in optimizers(total_steps).items():
+        print(f"training with {name}", flush=True)
+        runs.append(train(name, make_optimizer, data, args))
 
-    print(f"\n{args.epochs} epochs x {steps_per_epoch} steps, batch {args.batch_size}, "
-          f"{len(data[0])} training / {len(data[1])} validation images")
-    header = f"{'optimizer':26s} {'final val loss':>14s} {'best val loss (epoch)':>22s} {'val acc':>8s} {'time':>7s}"
+    header = f"\n{'optimizer':12s} {'final val loss':>14s} {'best val loss (epoch)':>22s} {'val acc':>8s} {'time':>7s}"
     print(header)
-    print("-" * len(header))
+    print("-" * len(header.strip()))
     for run in runs:
         best = f"{run['best_val_loss']:.4f} ({run['best_epoch']})"
-        print(f"{run['optimizer']:26s} {run['final_val_loss']:14.4f} {best:>22s} "
+        print(f"{run['optimizer']:12s} {run['final_val_loss']:14.4f} {best:>22s} "
               f"{run['final_val_accuracy']:8.4f} {run['seconds']:6.1f}s")
 
     args.output_dir.mkdir(parents=True, exist_ok=True)
@@ -143,6 +174,7 @@ def main():
               "controller": keras_lopt.LHOPT().policy.metadata["description"], "runs": runs}
     (args.output_dir / "results.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"\nwrote {args.output_dir / 'comparison.png'} and {args.output_dir / 'results.json'}")
+    return record
 
 
 if __name__ == "__main__":
