@@ -143,13 +143,14 @@ def test_shrunken_evaluation_writes_results_plots_and_readme_table(tmp_path, mon
     # Muon, the controller-off run and the frame (from the default start and from x0.1) are cached per task ...
     assert len(list(cache.glob("*.json"))) == 2 * 15
     # ... so evaluating again runs only LHOPT with the controller on the cached seed, and
-    # everything (14 references, LHOPT) on a second seed.
+    # everything (14 references, LHOPT) on a second seed (here in this process, to count the runs; the first
+    # evaluation ran each task in a child process).
     calls = []
     real_curve = evaluate.run_curve
     monkeypatch.setattr(evaluate, "run_curve", lambda *a, **k: calls.append(1) or real_curve(*a, **k))
     evaluate.main(["--policy", str(policy), "--tasks", "diamonds_mlp", "--scale", "0.02", "--seeds", "2",
                    "--output_dir", str(tmp_path / "again"), "--cache_dir", str(cache),
-                   "--robustness_factors"])
+                   "--robustness_factors", "--in_process"])
     again = json.loads((tmp_path / "again" / "evaluation.json").read_text())["results"][0]
     assert len(calls) == 1 + 15
     assert again["curves"]["adam"]["losses"] == first["curves"]["adam"]["losses"]  # the first seed's curves
@@ -171,14 +172,14 @@ def test_shrunken_evaluation_writes_results_plots_and_readme_table(tmp_path, mon
     calls.clear()
     evaluate.main(["--policy", str(policy), "--tasks", "diamonds_mlp", "--scale", "0.02", "--seeds", "1",
                    "--start", "epsilon=1e-7", "--output_dir", str(tmp_path / "start"), "--cache_dir", str(cache),
-                   "--robustness_factors"])
+                   "--robustness_factors", "--in_process"])
     started = json.loads((tmp_path / "start" / "evaluation.json").read_text())
     assert started["start"] == {"epsilon": 1e-7} and len(calls) == 1
     assert started["results"][0]["lhopt_hyperparameters"][0]["epsilon"] == pytest.approx(1e-7)
     # --control_steps sets LHOPT's cadence (40 steps here: every 10 steps for 4 control steps).
     evaluate.main(["--policy", str(policy), "--tasks", "diamonds_mlp", "--scale", "0.02", "--seeds", "1",
                    "--control_steps", "4", "--output_dir", str(tmp_path / "cadence"), "--cache_dir", str(cache),
-                   "--robustness_factors"])
+                   "--robustness_factors", "--in_process"])
     cadence = json.loads((tmp_path / "cadence" / "evaluation.json").read_text())
     assert cadence["control_steps"] == 4 and cadence["results"][0]["lhopt_control_every"] == 10
     with pytest.raises(SystemExit):

@@ -56,6 +56,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import pathlib
 import sys
@@ -371,18 +372,27 @@ def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None, start=None, con
     }
 
 
+def _evaluate_task_in_child(*args):
+    """`evaluate_task(*args)` in a fresh process that ends with it: TensorFlow keeps every compiled run's
+    program, and a traced function's captured data, for the life of the process (about 13 MB a run, and a
+    task's whole training set for every rebuilt task), which a full evaluation's ~600 runs would not fit."""
+    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        return pool.apply(evaluate_task, args)
+
+
 def evaluate_task_seeds(name, spec, policy, seeds, scale=1.0, cache_dir=None, start=None, control_steps=None,
-                        robustness_factors=()):
+                        robustness_factors=(), in_process=False):
     """`evaluate_task` at `seeds` consecutive seeds from the task's own, summarised.
 
-    The summary keeps the first seed's curves and trajectory (for the plot) and
-    replaces its numbers: speedups are geometric means over the seeds (a lower bound,
-    marked capped, if any seed was capped), final losses are means, and the best
-    cosine learning rate is the one with the lowest mean final loss. "per_seed" keeps
-    every seed's numbers, LHOPT curve and hyperparameter trajectory.
+    Each seed runs in a child process of its own unless `in_process`. The summary keeps the first seed's curves
+    and trajectory (for the plot) and replaces its numbers: speedups are geometric means over the seeds (a lower
+    bound, marked capped, if any seed was capped), final losses are means, and the best cosine learning rate is
+    the one with the lowest mean final loss. "per_seed" keeps every seed's numbers, LHOPT curve and
+    hyperparameter trajectory.
     """
     task_seeds = [spec.seed + i for i in range(seeds)]
-    runs = [evaluate_task(name, dataclasses.replace(spec, seed=seed), policy, scale, cache_dir, start, control_steps,
+    evaluate_seed = evaluate_task if in_process else _evaluate_task_in_child
+    runs = [evaluate_seed(name, dataclasses.replace(spec, seed=seed), policy, scale, cache_dir, start, control_steps,
                           robustness_factors) for seed in task_seeds]
     per_seed = [{key: value for key, value in run.items() if key != "curves"}
                 | {"seed": seed, "lhopt_curve": run["curves"]["lhopt"]} for seed, run in zip(task_seeds, runs)]
@@ -677,6 +687,8 @@ def main(argv=None):
     parser.add_argument("--cache_dir", default=str(default_curve_cache_dir()),
                         help="where the reference curves (Adam, cosine Adam, controller off) are cached")
     parser.add_argument("--no_cache", action="store_true", help="recompute the reference curves")
+    parser.add_argument("--in_process", action="store_true",
+                        help="run every task and seed in this process (memory grows with every run; for debugging)")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error(f"--seeds must be at least 1; got {args.seeds}.")
@@ -699,7 +711,7 @@ def main(argv=None):
         result = evaluate_task_seeds(name, EVALUATION_TASKS[name], args.policy, args.seeds, args.scale,
                                      cache_dir=None if args.no_cache else args.cache_dir, start=start,
                                      control_steps=args.control_steps,
-                                     robustness_factors=args.robustness_factors)
+                                     robustness_factors=args.robustness_factors, in_process=args.in_process)
         result["plot"] = _plot(result, output)
         results.append(result)
         print(f"{name}: speedup {_speedup_cell(result)}, "
