@@ -23,8 +23,7 @@ each task:
 - the peers a Keras user could reach for instead (`PEERS`): AdamW with cosine decay and
   Adam with linear decay to zero, each at the best of the same 3-point grid, and
   schedule-free AdamW (evaluated at its averaged point, as its authors prescribe) and
-  Muon at their defaults.
-
+  Muon at their defaults;
 - for the robustness table (`--robustness_factors`), the controller and its frame also run from
   LHOPT's defaults with the initial learning rate at 0.1x, 0.3x, 3x and 10x the default: a
   mis-set start is where a controller can win and a fixed schedule cannot.
@@ -81,6 +80,8 @@ BOOTSTRAP_DRAWS = 2000
 # Initial learning rates, as factors of LHOPT's default, from which the controller and its frame run for the
 # robustness table: a mis-set start is where a controller can beat any fixed schedule.
 ROBUSTNESS_FACTORS = (0.1, 0.3, 1.0, 3.0, 10.0)
+# A run that never gets below Adam's initial loss has speedup 0; it counts as this in logs and ratios.
+SPEEDUP_FLOOR = 1e-3
 
 
 def peer_optimizers():
@@ -374,7 +375,7 @@ def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None, start=None, con
 
 def _evaluate_task_in_child(*args):
     """`evaluate_task(*args)` in a fresh process that ends with it: TensorFlow keeps every compiled run's
-    program, and a traced function's captured data, for the life of the process (about 13 MB a run, and a
+    program, and a traced function's captured data, for the life of the process (about 16 MB a run, and a
     task's whole training set for every rebuilt task), which a full evaluation's ~600 runs would not fit."""
     with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
         return pool.apply(evaluate_task, args)
@@ -561,6 +562,13 @@ def contender_means(results):
     return means
 
 
+def interval_cell(value, interval):
+    """A geometric mean with its interval, in bold where the interval lies above 1."""
+    low, high = interval
+    cell = f"{value:.2f}x [{low:.2f}-{high:.2f}]"
+    return f"**{cell}**" if low > 1.0 else cell
+
+
 def contenders_table(results, means, key):
     """Markdown: every contender's `key` ("speedup" or "wall_clock_speedup") per task and in geometric mean."""
     lines = ["| task | budget | " + " | ".join(title for _, title in CONTENDER_COLUMNS) + " |",
@@ -574,11 +582,7 @@ def contenders_table(results, means, key):
                 cell += f" (lr {entry['learning_rate']:g})"
             cells.append(cell)
         lines.append(f"| {r['task']} | {r['budget']} | " + " | ".join(cells) + " |")
-    cells = []
-    for name, _ in CONTENDER_COLUMNS:
-        low, high = means[name][f"{key}_interval"]
-        cell = f"{means[name][key]:.2f}x [{low:.2f}-{high:.2f}]"
-        cells.append(f"**{cell}**" if low > 1.0 else cell)
+    cells = [interval_cell(means[name][key], means[name][f"{key}_interval"]) for name, _ in CONTENDER_COLUMNS]
     lines.append("| **geometric mean** [95% interval] | | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -610,14 +614,10 @@ def robustness_table(results, means):
                             for c in ("lhopt", "frame")) for f in factors]
         lines.append(f"| {r['task']} | " + " | ".join(cells) + " |")
 
-    def mean_cell(mean):
-        low, high = mean["interval"]
-        cell = f"{mean['speedup']:.2f}x [{low:.2f}-{high:.2f}]"
-        return f"**{cell}**" if low > 1.0 else cell
-
     for key, title in (("lhopt", "LHOPT, geometric mean"), ("frame", "frame, geometric mean"),
                        ("ratio", "LHOPT over its frame, paired")):
-        lines.append(f"| {title} [95% interval] | " + " | ".join(mean_cell(means[f][key]) for f in factors) + " |")
+        cells = [interval_cell(means[f][key]["speedup"], means[f][key]["interval"]) for f in factors]
+        lines.append(f"| {title} [95% interval] | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -640,10 +640,6 @@ def compile_table(results):
             f"{1e3 * r['contenders'][name]['step_seconds']:.2f} ms, {r['contenders'][name]['compile_seconds']:.1f} s"
             for name, _ in CONTENDER_COLUMNS) + " |")
     return "\n".join(lines)
-
-
-# A run that never gets below Adam's initial loss has speedup 0; it counts as this in logs and ratios.
-SPEEDUP_FLOOR = 1e-3
 
 
 def floored(speedup):
