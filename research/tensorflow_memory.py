@@ -6,10 +6,12 @@ run also builds its task again (new data tensors), as an actor computing a missi
 new seed does.
 
     python research/tensorflow_memory.py [--runs 12] [--rebuild_task]
+    # writes research/results/tensorflow_memory[_rebuild_task].json
 """
 
 import argparse
 import gc
+import json
 import os
 import pathlib
 import sys
@@ -44,7 +46,12 @@ def main():
         gc.collect()
         sizes.append(resident_mb())
         print(f"run {i + 1}: {sizes[-1]:.0f} MB resident", flush=True)
-    print(f"growth per run after the first: {(sizes[-1] - sizes[0]) / (len(sizes) - 1):.1f} MB")
+    growth = (sizes[-1] - sizes[0]) / (len(sizes) - 1)
+    print(f"growth per run after the first: {growth:.1f} MB")
+    name = "tensorflow_memory_rebuild_task.json" if args.rebuild_task else "tensorflow_memory.json"
+    output = pathlib.Path(__file__).resolve().parent / "results" / name
+    output.write_text(json.dumps({"command": "python research/tensorflow_memory.py " + " ".join(sys.argv[1:]),
+                                  "resident_mb_after_each_run": sizes, "growth_mb_per_run": growth}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -375,7 +375,7 @@ def evaluate_task(name, spec, policy, scale=1.0, cache_dir=None, start=None, con
 
 def _evaluate_task_in_child(*args):
     """`evaluate_task(*args)` in a fresh process that ends with it: TensorFlow keeps every compiled run's
-    program, and a traced function's captured data, for the life of the process (about 16 MB a run, and a
+    program, and a traced function's captured data, for the life of the process (about 15 MB a run, and a
     task's whole training set for every rebuilt task), which a full evaluation's ~600 runs would not fit."""
     with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
         return pool.apply(evaluate_task, args)

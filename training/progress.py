@@ -147,7 +147,7 @@ def main():
     families = sorted({_group(e) for e in episodes})
     result = {
         "command": "python -m training.progress " + " ".join(sys.argv[1:]),
-        "run": str(root.resolve()),
+        "run": str(root),  # as given: a results file names no machine path
         "near_lr": args.near_lr,
         "task_share_of_return_variance": task_share,
         "tasks": groups,
