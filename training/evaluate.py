@@ -114,8 +114,9 @@ Curve = collections.namedtuple("Curve", "steps losses seconds step_seconds compi
 
 
 def default_curve_cache_dir():
-    return pathlib.Path(os.environ.get("KERAS_LOPT_EVALUATION_CACHE",
-                                       pathlib.Path.home() / ".cache" / "keras_lopt" / "evaluation"))
+    # Kept in the repository beside the results, so a fresh clone evaluates a new controller without
+    # re-running the references (their step times are this project's machine's; --no_cache re-measures).
+    return pathlib.Path(os.environ.get("KERAS_LOPT_EVALUATION_CACHE", RESULTS_DIR / "reference_curves"))
 
 
 def _spec(family, seed, dataset, model, loss, batch_size, total_steps, eval_every=10):
