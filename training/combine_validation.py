@@ -49,11 +49,17 @@ def paired(paths, reference, seed=0):
     for contender in rows[0]["scores"]:
         if contender == reference or any(contender not in row["scores"] for row in rows):
             continue
-        differences = np.array([row["scores"][contender] - row["scores"][reference] for row in rows])
-        resampled = differences[rng.integers(0, len(differences), (BOOTSTRAP_SAMPLES, len(differences)))].mean(1)
-        low, high = np.percentile(resampled, [2.5, 97.5])
-        result[contender] = (float(differences.mean()), (float(low), float(high)))
+        differences = [row["scores"][contender] - row["scores"][reference] for row in rows]
+        result[contender] = mean_and_interval(differences, rng)
     return result
+
+
+def mean_and_interval(differences, rng):
+    """(mean, 95% bootstrap interval of the mean) of per-task differences, resampling tasks."""
+    differences = np.asarray(differences, float)
+    resampled = differences[rng.integers(0, len(differences), (BOOTSTRAP_SAMPLES, len(differences)))].mean(1)
+    low, high = np.percentile(resampled, [2.5, 97.5])
+    return float(differences.mean()), (float(low), float(high))
 
 
 def main():

@@ -9,9 +9,9 @@ keras_lopt.control.AUTO_CONTROL_STEPS control steps per run, or --control_steps)
 user's would, scored by the meta-training reward (clipped
 log speedup over the task's cached Adam baseline; 0 = Adam's pace, -3 the floor,
 log(reward.MAX_EXTRAPOLATION) the most a final score can be, as Adam's curve is
-extrapolated to at most that many times its budget). LHOPT with its controller off is always included as a reference,
-at its default learning rate and at the multiples of it given by --lr_factors (where an
-untrained controller starts from, and what a fixed learning rate alone gives).
+extrapolated to at most that many times its budget). LHOPT with its controller off is included as a reference
+at the multiples of its default learning rate given by --lr_factors (default 1; where an
+untrained controller starts from, and what a fixed learning rate alone gives; none if given no value).
 --policy_lr_factors starts each policy from multiples of the default learning rate
 too (what a different default would give), and --policy_starts from other values of
 any hyperparameter (NAME=VALUE, several joined by commas; "default" for LHOPT's
@@ -90,8 +90,9 @@ def _score_task_job(arguments):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policies", nargs="*", default=[], help="controller directories to compare")
-    parser.add_argument("--lr_factors", type=float, nargs="+", default=[1.0],
-                        help="controller-off references at these multiples of LHOPT's default learning rate")
+    parser.add_argument("--lr_factors", type=float, nargs="*", default=[1.0],
+                        help="controller-off references at these multiples of LHOPT's default learning rate "
+                             "(given with no value: none)")
     parser.add_argument("--policy_lr_factors", type=float, nargs="+", default=[1.0],
                         help="run each policy starting from these multiples of LHOPT's default learning rate")
     parser.add_argument("--policy_starts", nargs="+", default=["default"], metavar="START",
