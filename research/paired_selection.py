@@ -29,7 +29,7 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from training import combine_validation  # noqa: E402
+from training import combine_validation, reward  # noqa: E402
 from training.validate import start_name  # noqa: E402
 
 RESULTS = ROOT / "research" / "results" / "paired_selection.json"
@@ -111,6 +111,14 @@ def select(candidate_scores, frame_scores, seed=0):
     return paired, best, passes
 
 
+def saturated(frame_scores):
+    """Per start, how many tasks the frame already scores at the clip (no candidate can gain there) and at the
+    floor (a candidate can only gain by repairing a failed run)."""
+    return {factor: (int(np.sum(np.asarray(values) >= reward.MAX_LOG_SPEEDUP - 1e-6)),
+                     int(np.sum(np.asarray(values) <= -reward.CLIP + 1e-6)))
+            for factor, values in frame_scores.items()}
+
+
 def markdown(paired, frame_scores, best, passes, tasks, command):
     def cell(mean, interval):
         return f"{mean:+.3f} ({interval[0]:+.3f} .. {interval[1]:+.3f})"
@@ -125,6 +133,10 @@ def markdown(paired, frame_scores, best, passes, tasks, command):
              + " |"]
     for label, by_factor in paired.items():
         lines.append(f"| {label} | " + " | ".join(cell(*by_factor[f]) for f in START_FACTORS) + " |")
+    counts = saturated(frame_scores)
+    lines += ["", f"Tasks where the frame's own score is at the clip (+{reward.MAX_LOG_SPEEDUP:.3f}: a candidate's paired "
+              f"score there is at most 0) / at the floor (-{reward.CLIP:g}): "
+              + ", ".join(f"x{f:g} {counts[f][0]} / {counts[f][1]}" for f in START_FACTORS) + f" of {tasks}."]
     mean, (low, high) = paired[best][1.0]
     misset = ", ".join(f"x{f:g} {paired[best][f][0]:+.3f}" for f in START_FACTORS if f != 1.0)
     verdict = "ships" if passes else "does not meet it; nothing ships"
@@ -159,6 +171,7 @@ def main(argv=None):
     output.write_text(json.dumps({
         "command": command, "tasks": tasks, "chosen": best if passes else None, "highest_at_default_starts": best,
         "frame_mean_log_speedup": {f"x{f:g}": float(np.mean(frame_scores[f])) for f in START_FACTORS},
+        "frame_tasks_at_clip_and_floor": {f"x{f:g}": counts for f, counts in saturated(frame_scores).items()},
         "paired_with_frame": {label: {f"x{f:g}": {"mean": m, "interval_95": i} for f, (m, i) in by_factor.items()}
                               for label, by_factor in paired.items()}}, indent=1))
     text = markdown(paired, frame_scores, best, passes, tasks, command)

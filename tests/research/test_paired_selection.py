@@ -56,3 +56,9 @@ def test_reads_each_controllers_validation_files_and_writes_the_choice(tmp_path,
     assert result["chosen"] == "iteration_00050"
     assert result["paired_with_frame"]["iteration_00050"]["x10"]["mean"] == pytest.approx(0.25)
     assert "it ships" in output.with_suffix(".md").read_text()
+
+
+def test_counts_the_tasks_where_the_frame_is_already_at_the_clip_or_the_floor():
+    top, floor = selection.reward.MAX_LOG_SPEEDUP, -selection.reward.CLIP
+    frame = {0.1: [floor, floor, 0.2, top], 1.0: [top, top, top, 0.0], 10.0: [0.5, 0.5, 0.5, 0.5]}
+    assert selection.saturated(frame) == {0.1: (1, 2), 1.0: (3, 0), 10.0: (0, 0)}
