@@ -133,9 +133,8 @@ def main(argv=None):
              "above max_learning_rate, never above the frame's cosine path either (run here).", "",
              "| controller | usual ceiling - frame | frame ceiling - frame | frame ceiling - usual ceiling |",
              "|---|---|---|---|"]
-    lines += [f"| {label} | " + " | ".join(cell(s[k]) for k in ("usual_ceiling_minus_frame", "frame_ceiling_minus_frame",
-                                                                  "frame_ceiling_minus_usual_ceiling")) + " |"
-              for label, s in summary.items()]
+    columns = ("usual_ceiling_minus_frame", "frame_ceiling_minus_frame", "frame_ceiling_minus_usual_ceiling")
+    lines += [f"| {label} | " + " | ".join(cell(s[k]) for k in columns) + " |" for label, s in summary.items()]
     output.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

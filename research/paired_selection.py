@@ -134,8 +134,8 @@ def markdown(paired, frame_scores, best, passes, tasks, command):
     for label, by_factor in paired.items():
         lines.append(f"| {label} | " + " | ".join(cell(*by_factor[f]) for f in START_FACTORS) + " |")
     counts = saturated(frame_scores)
-    lines += ["", f"Tasks where the frame's own score is at the clip (+{reward.MAX_LOG_SPEEDUP:.3f}: a candidate's paired "
-              f"score there is at most 0) / at the floor (-{reward.CLIP:g}): "
+    lines += ["", f"Tasks where the frame's own score is at the clip (+{reward.MAX_LOG_SPEEDUP:.3f}: a candidate's "
+              f"paired score there is at most 0) / at the floor (-{reward.CLIP:g}): "
               + ", ".join(f"x{f:g} {counts[f][0]} / {counts[f][1]}" for f in START_FACTORS) + f" of {tasks}."]
     mean, (low, high) = paired[best][1.0]
     misset = ", ".join(f"x{f:g} {paired[best][f][0]:+.3f}" for f in START_FACTORS if f != 1.0)
