@@ -30,8 +30,7 @@ sys.path.insert(0, str(ROOT))
 import keras_lopt  # noqa: E402
 from keras_lopt import actions  # noqa: E402
 from research import paired_selection as selection  # noqa: E402
-from research.start_trajectories import SET_SAMPLING  # noqa: E402
-from training import baselines, combine_validation, reward, runner, tasks  # noqa: E402
+from training import baselines, combine_validation, tasks, validate  # noqa: E402
 
 RESULTS = ROOT / "research" / "results" / "frame_ceiling.json"
 
@@ -52,27 +51,17 @@ class FrameCeilingLHOPT(keras_lopt.LHOPT):
 
 def score_task(set_name, seed, policies, learning_rate):
     """{label: clipped log speedup over Adam} of each policy with the frame-following ceiling on one task."""
-    spec = tasks.sample_task(seed, **SET_SAMPLING[set_name])
+    sampling, _ = selection.validation_tasks(set_name)
+    spec = tasks.sample_task(seed, **sampling)
     task = tasks.build_task(spec)
     baseline = baselines.BaselineCache().get(spec, task)
-    scores = {}
-    for label, policy in policies.items():
-        optimizer = FrameCeilingLHOPT(**(tasks.default_hyperparameters() | {"learning_rate": learning_rate}),
-                                      policy=policy, total_steps=spec.total_steps)
-        steps, losses = runner.TaskRun(task, optimizer).run()
-        scores[label] = reward.fitted_log_speedup(baseline.fit, float(losses[-1]), int(steps[-1]))
-    return spec.describe(), scores
+    return spec.describe(), {label: validate.score(spec, task, baseline, policy, {"learning_rate": learning_rate},
+                                                   optimizer_class=FrameCeilingLHOPT)
+                             for label, policy in policies.items()}
 
 
 def _score_task_job(arguments):
     return score_task(*arguments)
-
-
-def set_seeds(set_arguments):
-    """The task seeds of a validation set given as training.validate arguments (first seed 1000 unless given)."""
-    options = dict(zip(set_arguments[::2], set_arguments[1::2]))
-    first = int(options.get("--first_seed", 1000))
-    return range(first, first + int(options["--tasks"]))
 
 
 def recorded_scores(work_dir, label, factor):
@@ -100,7 +89,7 @@ def main(argv=None):
     frame = recorded_scores(work_dir, selection.FRAME, args.lr_factor)
     usual = {label: recorded_scores(work_dir, label, args.lr_factor) for label in args.controllers}
     jobs = [(set_name, seed, policies, learning_rate)
-            for set_name, set_arguments in selection.VALIDATION_SETS.items() for seed in set_seeds(set_arguments)]
+            for set_name in selection.VALIDATION_SETS for seed in selection.validation_tasks(set_name)[1]]
     rows = []
     with multiprocessing.get_context("spawn").Pool(args.processes, maxtasksperchild=1) as pool:
         for task, scores in pool.imap(_score_task_job, jobs):

@@ -30,6 +30,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from training import combine_validation, reward  # noqa: E402
+from training.tasks import MIN_STEPS  # noqa: E402
 from training.validate import start_name  # noqa: E402
 
 RESULTS = ROOT / "research" / "results" / "paired_selection.json"
@@ -42,6 +43,18 @@ VALIDATION_SETS = {
     "image_mlp": ["--families", "image_mlp", "--first_seed", "2000", "--tasks", "8"],
     "longer": ["--tasks", "16", "--min_steps", "600", "--max_steps", "2000", "--first_seed", "4000"],
 }
+
+
+def validation_tasks(set_name):
+    """(sample_task keywords, seeds) of a validation set: the tasks `training.validate` draws from its arguments
+    (its defaults: seeds from 1000, at most 500 steps, every family)."""
+    options = dict(zip(VALIDATION_SETS[set_name][::2], VALIDATION_SETS[set_name][1::2]))
+    sampling = {"min_steps": int(options.get("--min_steps", MIN_STEPS)),
+                "max_steps": int(options.get("--max_steps", 500))}
+    if "--families" in options:
+        sampling["families"] = (options["--families"],)
+    first = int(options.get("--first_seed", 1000))
+    return sampling, range(first, first + int(options["--tasks"]))
 
 
 def relative(path):

@@ -21,27 +21,18 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import keras_lopt  # noqa: E402
-from research.paired_selection import VALIDATION_SETS  # noqa: E402
-from training import baselines, reward, runner, tasks  # noqa: E402
-
-# The sampling arguments of each validation set (paired_selection.VALIDATION_SETS, as sample_task's keywords).
-SET_SAMPLING = {
-    "mixed": {"max_steps": 500},
-    "image_mlp": {"families": ("image_mlp",), "max_steps": 500},
-    "longer": {"min_steps": 600, "max_steps": 2000},
-}
-assert set(SET_SAMPLING) == set(VALIDATION_SETS)
+from research.paired_selection import VALIDATION_SETS, validation_tasks  # noqa: E402
+from training import baselines, tasks, validate  # noqa: E402
 
 
 def run_task(spec, task, baseline, policy, learning_rate):
     """(score, learning rate after each control interval, relative to the start)."""
-    optimizer = keras_lopt.LHOPT(**(tasks.default_hyperparameters() | {"learning_rate": learning_rate}),
-                                 policy=policy, total_steps=spec.total_steps)
     rates = []
-    steps, losses = runner.TaskRun(task, optimizer).run(
-        on_chunk=lambda run: rates.append(run.optimizer.hyperparameters["learning_rate"] / learning_rate))
-    return reward.fitted_log_speedup(baseline.fit, float(losses[-1]), int(steps[-1])), rates
+    def record(run):
+        rates.append(run.optimizer.hyperparameters["learning_rate"] / learning_rate)
+
+    score = validate.score(spec, task, baseline, policy, {"learning_rate": learning_rate}, on_chunk=record)
+    return score, rates
 
 
 def summary(rates):
@@ -54,7 +45,7 @@ def summary(rates):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--controllers", nargs="+", required=True, metavar="LABEL=DIR")
-    parser.add_argument("--set", choices=list(SET_SAMPLING), required=True)
+    parser.add_argument("--set", choices=list(VALIDATION_SETS), required=True)
     parser.add_argument("--seeds", type=int, nargs="+", required=True, help="task seeds of that set")
     parser.add_argument("--lr_factor", type=float, default=10.0)
     parser.add_argument("--output", required=True)
@@ -63,9 +54,10 @@ def main(argv=None):
         parser.error("--controllers takes LABEL=DIR pairs, e.g. frame=controllers/frame.")
     controllers = dict(item.split("=", 1) for item in args.controllers)
     learning_rate = tasks.default_hyperparameters()["learning_rate"] * args.lr_factor
+    sampling, _ = validation_tasks(args.set)
     rows = []
     for seed in args.seeds:
-        spec = tasks.sample_task(seed, **SET_SAMPLING[args.set])
+        spec = tasks.sample_task(seed, **sampling)
         task = tasks.build_task(spec)
         baseline = baselines.BaselineCache().get(spec, task)
         row = {"task": spec.describe(), "family": spec.family, "runs": {}}

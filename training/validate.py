@@ -62,14 +62,16 @@ def start_name(lr_factor, start):
     return (f", lr x{lr_factor:g}" if lr_factor != 1.0 else "") + tasks.describe_start(start)
 
 
-def score(spec, task, baseline, policy, start=None, control_steps=None):
+def score(spec, task, baseline, policy, start=None, control_steps=None, optimizer_class=keras_lopt.LHOPT,
+          on_chunk=None):
     """Clipped log speedup over the Adam baseline of LHOPT (`policy`, starting from its defaults updated
-    with `start`, acting about `control_steps` times in the run, or at its default cadence)."""
+    with `start`, acting about `control_steps` times in the run, or at its default cadence). `optimizer_class`
+    (an LHOPT subclass) and `on_chunk` (`runner.TaskRun.run`'s) are for studies of variants."""
     hyperparameters = tasks.default_hyperparameters() | (start or {})
     control_every = None if control_steps is None else control_every_for(spec.total_steps, control_steps)
-    optimizer = keras_lopt.LHOPT(**hyperparameters, policy=policy, total_steps=spec.total_steps,
-                                 control_every=control_every)
-    steps, losses = runner.TaskRun(task, optimizer).run()
+    optimizer = optimizer_class(**hyperparameters, policy=policy, total_steps=spec.total_steps,
+                                control_every=control_every)
+    steps, losses = runner.TaskRun(task, optimizer).run(on_chunk=on_chunk)
     return reward.fitted_log_speedup(baseline.fit, float(losses[-1]), int(steps[-1]))
 
 
