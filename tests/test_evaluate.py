@@ -139,6 +139,12 @@ def test_shrunken_evaluation_writes_results_plots_and_readme_table(tmp_path, mon
     assert robust["1"]["lhopt"]["speedups"] == lhopt["speedups"]
     assert set(summary["robustness_geometric_means"]) == {"0.1", "1"}
     assert "From mis-set starts" in (out / "evaluation.md").read_text()
+    # The reports are rewritten from evaluation.json alone, identically.
+    written, block = (out / "evaluation.md").read_text(), readme.read_text()
+    (out / "evaluation.md").unlink()
+    readme.write_text("intro\n<!-- evaluation:start -->\nold\n<!-- evaluation:end -->\noutro\n")
+    evaluate.main(["--report_only", "--output_dir", str(out), "--update_readme"])
+    assert (out / "evaluation.md").read_text() == written and readme.read_text() == block
     # Adam, the three-rate grids of cosine Adam, cosine AdamW and linear-to-zero Adam, schedule-free AdamW,
     # Muon, the controller-off run and the frame (from the default start and from x0.1) are cached per task ...
     assert len(list(cache.glob("*.json"))) == 2 * 15
@@ -190,3 +196,21 @@ def test_shrunken_evaluation_writes_results_plots_and_readme_table(tmp_path, mon
     assert "--control_steps must be at least 1" in capsys.readouterr().err
     text = readme.read_text()
     assert "old" not in text and "geometric mean" in text and text.startswith("intro") and text.endswith("outro\n")
+
+
+def test_the_committed_reports_are_generated_from_the_committed_results(tmp_path, monkeypatch):
+    """evaluation/evaluation.md and the README's table are what evaluation/evaluation.json gives, not typed."""
+    committed = evaluate.RESULTS_DIR
+    readme = tmp_path / "README.md"
+    readme.write_text(evaluate.README.read_text())
+    monkeypatch.setattr(evaluate, "README", readme)
+    (tmp_path / "evaluation.json").write_text((committed / "evaluation.json").read_text())
+    evaluate.main(["--report_only", "--output_dir", str(tmp_path), "--update_readme"])
+    assert (tmp_path / "evaluation.md").read_text() == (committed / "evaluation.md").read_text()
+    assert readme.read_text() == evaluate.README.read_text()
+
+
+def test_report_only_needs_a_finished_evaluation(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        evaluate.main(["--report_only", "--output_dir", str(tmp_path)])
+    assert "evaluation.json does not exist" in capsys.readouterr().err

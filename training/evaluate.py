@@ -583,7 +583,7 @@ def contenders_table(results, means, key):
         cells = []
         for name, _ in CONTENDER_COLUMNS:
             entry = r["contenders"][name]
-            cell = reward.shown_speedup(entry[key], entry["speedup_capped"] and key == "speedup")
+            cell = reward.shown_speedup(entry[key], entry["speedup_capped"])  # a capped speedup bounds both
             if entry["learning_rate"] is not None:
                 cell += f" (lr {entry['learning_rate']:g})"
             cells.append(cell)
@@ -689,6 +689,9 @@ def main(argv=None):
     parser.add_argument("--cache_dir", default=str(default_curve_cache_dir()),
                         help="where the reference curves (Adam, cosine Adam, controller off) are cached")
     parser.add_argument("--no_cache", action="store_true", help="recompute the reference curves")
+    parser.add_argument("--report_only", action="store_true",
+                        help="run nothing: rewrite evaluation.md (and with --update_readme the README's block) from "
+                             "OUTPUT_DIR/evaluation.json")
     parser.add_argument("--in_process", action="store_true",
                         help="run every task and seed in this process (memory grows with every run; for debugging)")
     args = parser.parse_args(argv)
@@ -698,6 +701,12 @@ def main(argv=None):
         parser.error(f"--robustness_factors must be positive; got {args.robustness_factors}.")
     if args.control_steps is not None and args.control_steps < 1:
         parser.error(f"--control_steps must be at least 1; got {args.control_steps}.")
+    if args.report_only:
+        saved = pathlib.Path(args.output_dir) / "evaluation.json"
+        if not saved.exists():
+            parser.error(f"--report_only needs a finished evaluation; {saved} does not exist.")
+        write_reports(json.loads(saved.read_text()), saved.parent, args.update_readme)
+        return
     from keras_lopt import controller
 
     try:
@@ -744,39 +753,50 @@ def main(argv=None):
         "reference_curves_computed": sum(len(run["reference_curves_computed"]) for r in results
                                          for run in r["per_seed"]),
     }
-    means = contender_means(results)
-    summary["contender_geometric_means"] = means
-    robustness = ""
+    summary["contender_geometric_means"] = contender_means(results)
     if args.robustness_factors:
-        summary["robustness_geometric_means"] = robust = robustness_means(results)
+        summary["robustness_geometric_means"] = robustness_means(results)
+    (output / "evaluation.json").write_text(json.dumps(summary, indent=1))
+    write_reports(summary, output, args.update_readme)
+
+
+def write_reports(summary, output, update_readme_block=False, readme=None):
+    """Writes evaluation.md (and, if asked, the README's block) from an evaluation's summary: every table comes
+    from the results, so a report can be rewritten from a saved evaluation.json (`--report_only`)."""
+    results, means = summary["results"], summary["contender_geometric_means"]
+    robustness = ""
+    if "robustness_geometric_means" in summary:
         robustness = (
             "\n## From mis-set starts\n\nThe controller and its frame, each from LHOPT's defaults with the initial "
             "learning rate times a factor, against Adam at its defaults (speedup in steps); the last row pairs them "
-            "on the same tasks, seeds and starts.\n\n" + robustness_table(results, robust) + "\n")
-    (output / "evaluation.json").write_text(json.dumps(summary, indent=1))
-    table = markdown_table(results, mean, no_controller_mean, best_cosine_mean)
-    seeds = (f"Speedups: geometric mean over {args.seeds} seeds per task (range over the seeds); losses: means.\n\n"
-             if args.seeds > 1 else "")
+            "on the same tasks, seeds and starts.\n\n"
+            + robustness_table(results, summary["robustness_geometric_means"]) + "\n")
+    table = markdown_table(results, summary["geometric_mean_speedup"],
+                           summary["no_controller_geometric_mean_speedup"],
+                           summary["best_cosine_adam_geometric_mean_speedup"])
+    seeds = (f"Speedups: geometric mean over {summary['seeds']} seeds per task (range over the seeds); losses: "
+             "means.\n\n" if summary["seeds"] > 1 else "")
     steps_table = contenders_table(results, means, "speedup")
+    wall_clock_table = contenders_table(results, means, "wall_clock_speedup")
+    wall_clock = ("In wall-clock time to the same loss (steps times the compiled step time measured while it ran; "
+                  "compile time not included, listed in evaluation/evaluation.md):\n\n" + wall_clock_table + "\n")
     contenders = (
         "## Every contender\n\nSpeedup over Adam at its defaults in steps (a peer with a learning-rate grid at its "
         "best rate per task). Geometric means with a 95% bootstrap interval over tasks and seeds; **bold** where the "
-        "interval lies above 1.\n\n" + steps_table + "\n\nIn wall-clock time to the same loss (compiled step times "
-        "measured on this machine; compile time apart, below):\n\n" + contenders_table(results, means,
-                                                                                   "wall_clock_speedup")
-        + "\n\nFinal eval loss (mean over seeds):\n\n" + final_loss_table(results)
+        "interval lies above 1.\n\n" + steps_table + "\n\n" + wall_clock
+        + "\nFinal eval loss (mean over seeds):\n\n" + final_loss_table(results)
         + "\n\nCompiled step time and the first chunk's compile time:\n\n" + compile_table(results) + "\n"
         + robustness)
     cost = (f"The evaluation took {summary['seconds'] / 60:.1f} min on this machine, "
             f"{summary['reference_curves_computed']} reference curves computed (the others read from the cache).\n\n")
-    (output / "evaluation.md").write_text(f"# Evaluation of policy `{args.policy}`\n\nGenerated by "
+    (output / "evaluation.md").write_text(f"# Evaluation of policy `{summary['policy']}`\n\nGenerated by "
                                           f"`{summary['command']}`. {cost}{seeds}{table}\n\n{contenders}")
     print(table)
     print(steps_table)
     print(robustness)
-    if args.update_readme:
-        update_readme(seeds + table + "\n\n" + steps_table + "\n" + robustness, summary["command"])
-
+    if update_readme_block:
+        update_readme(seeds + table + "\n\n" + steps_table + "\n\n" + wall_clock + robustness,
+                      summary["command"], readme)
 
 if __name__ == "__main__":
     main()
