@@ -23,7 +23,10 @@ each task:
 - the peers a Keras user could reach for instead (`PEERS`): AdamW with cosine decay and
   Adam with linear decay to zero, each at the best of the same 3-point grid, and
   schedule-free AdamW (evaluated at its averaged point, as its authors prescribe) and
-  Muon at their defaults;
+  Muon at their defaults. Linear decay to zero rather than warmup-stable-decay: it has no
+  warmup or decay length to choose, so the same 3-point grid over the rate tunes it as
+  fairly as the cosine, and decaying linearly to zero has been reported to match or beat
+  the cosine (Bergsma et al., 2025, "Straight to Zero");
 - for the robustness table (`--robustness_factors`), the controller and its frame also run from
   LHOPT's defaults with the initial learning rate at 0.1x, 0.3x, 3x and 10x the default: a
   mis-set start is where a controller can win and a fixed schedule cannot.
