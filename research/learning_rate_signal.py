@@ -70,6 +70,11 @@ def summarise(rows, factors, weight_scales):
             means = [np.mean(row["values"][f"{factor:g}"][f"{scale:g}"]) for scale in weight_scales]
             scale_shifts.append(float(np.max(means) - np.min(means)))
     ten_x = float(np.log(10.0) * np.median(slopes))
+    # One threshold for every task: how often a run from the higher of two neighbouring starts shows a higher
+    # input than a run (any task, any weight scale) from the lower one (0.5: no better than chance, 1: always).
+    early = {f: [np.mean(row["values"][f"{f:g}"][f"{s:g}"]) for row in rows for s in weight_scales] for f in factors}
+    separability = {f"x{high:g} vs x{low:g}": float(np.mean([h > l for h in early[high] for l in early[low]]))
+                    for low, high in zip(factors, factors[1:])}
     return {
         "slope_median": float(np.median(slopes)),
         "slope_quartiles": [float(q) for q in np.percentile(slopes, [25, 75])],
@@ -77,6 +82,7 @@ def summarise(rows, factors, weight_scales):
         "shift_for_10x_rate": ten_x,
         "weight_scale_shift_median": float(np.median(scale_shifts)),
         "within_run_std_median": float(np.median(noise)),
+        "separability_across_tasks": separability,
     }
 
 
@@ -96,7 +102,10 @@ def markdown(rows, summary, factors, weight_scales, command):
               f"- early means in the starts' order: {summary['in_order']}",
               f"- a 10x rate moves the input by about {summary['shift_for_10x_rate']:.2f}; rescaling the initial weights "
               f"(over {', '.join(map(str, weight_scales))}) moves it by {summary['weight_scale_shift_median']:.2f} (median)",
-              f"- its spread over the early control steps of one run: {summary['within_run_std_median']:.2f} (median std)"]
+              f"- its spread over the early control steps of one run: {summary['within_run_std_median']:.2f} (median std)",
+              "- across tasks, with one threshold: how often a run from the higher start shows the higher input "
+              "(0.5 chance, 1 always): " + ", ".join(f"{pair} {value:.2f}"
+                                                     for pair, value in summary["separability_across_tasks"].items())]
     return "\n".join(lines) + "\n"
 
 
@@ -109,10 +118,20 @@ def main(argv=None):
     parser.add_argument("--weight_scales", type=float, nargs="+", default=[1.0, 3.0])
     parser.add_argument("--control_steps", type=int, default=5, help="early control steps averaged")
     parser.add_argument("--output", required=True, help="JSON file; the markdown goes beside it")
+    parser.add_argument("--report_only", action="store_true",
+                        help="run nothing: summarise the rows already in --output again (same factors and scales)")
     args = parser.parse_args(argv)
     if len(args.factors) < 2 or any(not f > 0 for f in args.factors):
         parser.error(f"--factors needs at least two positive factors; got {args.factors}.")
     factors = sorted(args.factors)
+    output = pathlib.Path(args.output)
+    if args.report_only:
+        saved = json.loads(output.read_text())
+        summary = summarise(saved["rows"], factors, args.weight_scales)
+        output.write_text(json.dumps(saved | {"summary": summary}, indent=1))
+        output.with_suffix(".md").write_text(markdown(saved["rows"], summary, factors, args.weight_scales,
+                                                      saved["command"]))
+        return
     jobs = [(seed, args.max_steps, factors, args.weight_scales, args.control_steps)
             for seed in range(args.first_seed, args.first_seed + args.tasks)]
     # One child process per task: TensorFlow keeps every compiled run for the life of a process.
@@ -124,7 +143,6 @@ def main(argv=None):
                                        for f, by_scale in row["values"].items()}, flush=True)
     summary = summarise(rows, factors, args.weight_scales)
     command = "python research/learning_rate_signal.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    output = pathlib.Path(args.output)
     output.write_text(json.dumps({"command": command, "summary": summary, "rows": rows}, indent=1))
     output.with_suffix(".md").write_text(markdown(rows, summary, factors, args.weight_scales, command))
     print(json.dumps(summary, indent=1))

@@ -17,6 +17,8 @@ def test_summary_slope_is_one_for_an_input_that_is_log_lr():
     assert summary["shift_for_10x_rate"] == pytest.approx(np.log(10.0))
     assert summary["weight_scale_shift_median"] == pytest.approx(0.2)
     assert summary["within_run_std_median"] == pytest.approx(0.0)
+    # Weight scale shifts it by 0.2, far less than a 10x rate: one threshold separates every neighbouring start.
+    assert summary["separability_across_tasks"] == {"x1 vs x0.1": 1.0, "x10 vs x1": 1.0}
 
 
 def test_a_hundredfold_learning_rate_raises_the_step_over_parameter_input():
