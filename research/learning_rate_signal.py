@@ -56,23 +56,28 @@ def task_row(job):
     return {"seed": seed, "task": f"{spec.family} (seed {seed})", "description": spec.describe(), "values": values}
 
 
+def early_mean(row, factor, scale):
+    """A run's input averaged over its early control steps."""
+    return np.mean(row["values"][f"{factor:g}"][f"{scale:g}"])
+
+
 def summarise(rows, factors, weight_scales):
     """Slopes, order and weight-scale shifts over every (task, weight scale)."""
     log_factors = np.log(factors)
     slopes, ordered, scale_shifts, noise = [], [], [], []
     for row in rows:
         for scale in weight_scales:
-            means = [np.mean(row["values"][f"{factor:g}"][f"{scale:g}"]) for factor in factors]
+            means = [early_mean(row, factor, scale) for factor in factors]
             slopes.append(float(np.polyfit(log_factors, means, 1)[0]))
             ordered.append(bool(np.all(np.diff(means) > 0)))
             noise.extend(float(np.std(row["values"][f"{factor:g}"][f"{scale:g}"])) for factor in factors)
         for factor in factors:
-            means = [np.mean(row["values"][f"{factor:g}"][f"{scale:g}"]) for scale in weight_scales]
+            means = [early_mean(row, factor, scale) for scale in weight_scales]
             scale_shifts.append(float(np.max(means) - np.min(means)))
     ten_x = float(np.log(10.0) * np.median(slopes))
     # One threshold for every task: how often a run from the higher of two neighbouring starts shows a higher
     # input than a run (any task, any weight scale) from the lower one (0.5: no better than chance, 1: always).
-    early = {f: [np.mean(row["values"][f"{f:g}"][f"{s:g}"]) for row in rows for s in weight_scales] for f in factors}
+    early = {f: [early_mean(row, f, s) for row in rows for s in weight_scales] for f in factors}
     separability = {f"x{high:g} vs x{low:g}": float(np.mean([h > l for h in early[high] for l in early[low]]))
                     for low, high in zip(factors, factors[1:])}
     return {
@@ -95,7 +100,7 @@ def markdown(rows, summary, factors, weight_scales, command):
              "|---|---|" + "---|" * len(factors)]
     for row in rows:
         for scale in weight_scales:
-            cells = [f"{np.mean(row['values'][f'{f:g}'][f'{scale:g}']):.2f}" for f in factors]
+            cells = [f"{early_mean(row, f, scale):.2f}" for f in factors]
             lines.append(f"| {row['task']} | {scale:g} | " + " | ".join(cells) + " |")
     lines += ["", f"- slope against log(factor): median {summary['slope_median']:.2f} (quartiles "
                   f"{summary['slope_quartiles'][0]:.2f} .. {summary['slope_quartiles'][1]:.2f}); log(lr) itself would be 1",
@@ -119,7 +124,7 @@ def main(argv=None):
     parser.add_argument("--control_steps", type=int, default=5, help="early control steps averaged")
     parser.add_argument("--output", required=True, help="JSON file; the markdown goes beside it")
     parser.add_argument("--report_only", action="store_true",
-                        help="run nothing: summarise the rows already in --output again (same factors and scales)")
+                        help="run nothing: summarise the rows already in --output again")
     args = parser.parse_args(argv)
     if len(args.factors) < 2 or any(not f > 0 for f in args.factors):
         parser.error(f"--factors needs at least two positive factors; got {args.factors}.")
@@ -127,9 +132,12 @@ def main(argv=None):
     output = pathlib.Path(args.output)
     if args.report_only:
         saved = json.loads(output.read_text())
-        summary = summarise(saved["rows"], factors, args.weight_scales)
+        by_factor = saved["rows"][0]["values"]
+        factors = sorted(float(f) for f in by_factor)
+        weight_scales = [float(s) for s in next(iter(by_factor.values()))]
+        summary = summarise(saved["rows"], factors, weight_scales)
         output.write_text(json.dumps(saved | {"summary": summary}, indent=1))
-        output.with_suffix(".md").write_text(markdown(saved["rows"], summary, factors, args.weight_scales,
+        output.with_suffix(".md").write_text(markdown(saved["rows"], summary, factors, weight_scales,
                                                       saved["command"]))
         return
     jobs = [(seed, args.max_steps, factors, args.weight_scales, args.control_steps)

@@ -763,7 +763,7 @@ def main(argv=None):
     write_reports(summary, output, args.update_readme)
 
 
-def write_reports(summary, output, update_readme_block=False, readme=None):
+def write_reports(summary, output, update_readme_block=False):
     """Writes evaluation.md (and, if asked, the README's block) from an evaluation's summary: every table comes
     from the results, so a report can be rewritten from a saved evaluation.json (`--report_only`)."""
     results, means = summary["results"], summary["contender_geometric_means"]
@@ -799,7 +799,8 @@ def write_reports(summary, output, update_readme_block=False, readme=None):
     print(robustness)
     if update_readme_block:
         update_readme(seeds + table + "\n\n" + steps_table + "\n\n" + wall_clock + robustness,
-                      summary["command"], readme)
+                      summary["command"])
+
 
 if __name__ == "__main__":
     main()
