@@ -86,6 +86,11 @@ def _assign_value(variable, value):
     return variable.assign(value)
 
 
+def _norm(x):
+    """The Euclidean norm of `x`'s elements, in float32."""
+    return tf.sqrt(features.element_sum(tf.square(tf.cast(x, tf.float32))))
+
+
 def _trust_ratio(parameter_norm, mean_update_norm):
     """LAMB trust ratio max(||p|| / mean ||u||, 1e-3); 1 when either norm is ~0."""
     usable = (parameter_norm >= _TRUST_RATIO_MIN_NORM) & (mean_update_norm >= _TRUST_RATIO_MIN_NORM)
@@ -550,7 +555,7 @@ class LHOPT(keras.optimizers.Optimizer):
             HYPERPARAMETERS[name].stored_as: tf.convert_to_tensor(variable)
             for name, variable in self._hyperparameter_variables.items()
         }
-        squared = [tf.reduce_sum(tf.square(tf.cast(g, tf.float32))) for g in grads]
+        squared = [features.element_sum(tf.square(tf.cast(g, tf.float32))) for g in grads]
         norm = tf.sqrt(tf.add_n(squared))
         finite = tf.math.is_finite(norm)
         old_max = tf.convert_to_tensor(self._gradient_norm_max)
@@ -622,11 +627,11 @@ class LHOPT(keras.optimizers.Optimizer):
             old_norm = tf.convert_to_tensor(self._update_norms[index])
             old_correction = tf.convert_to_tensor(self._update_norm_corrections[index])
             rate = step["update_norm_ema"]
-            norm = old_norm * (1.0 - rate) + rate * tf.norm(tf.cast(u, tf.float32))
+            norm = old_norm * (1.0 - rate) + rate * _norm(u)
             correction = old_correction * (1.0 - rate) + rate
             new["update_norm"] = tf.where(finite, norm, old_norm)
             new["update_norm_correction"] = tf.where(finite, correction, old_correction)
-            lr = lr * tf.cast(_trust_ratio(tf.norm(tf.cast(p, tf.float32)), norm / correction), dtype)
+            lr = lr * tf.cast(_trust_ratio(_norm(p), norm / correction), dtype)
         new["p"] = p - lr * u
         return new
 
