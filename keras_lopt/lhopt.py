@@ -523,7 +523,7 @@ class LHOPT(keras.optimizers.Optimizer):
         step = self._global_step(grads)
         # Every tensor's new state, computed once: the update writes it and the control branch reads it.
         # Reading the variables inside the branch instead would make XLA copy them on every step.
-        updates = [self._new_state(variable, grad, step) for grad, variable in zip(grads, variables)]
+        updates = self._new_states(grads, variables, step)
         if self.controller_on:
             control = self._control.step(step, lambda: self._tensor_statistics(grads, variables, updates, step))
         merge_call = tf.__internal__.distribute.interim.maybe_merge_call
@@ -596,10 +596,42 @@ class LHOPT(keras.optimizers.Optimizer):
             self._update_norm_corrections[index].value.assign(new["update_norm_correction"])
         variable.assign(new["p"])
 
-    def _new_state(self, variable, grad, step):
-        """One tensor's state after this step's update, computed from its state before it: the moments "m"
-        and "v", the parameter "p" and, for tensors with a trust ratio, the update norm's EMA and its bias
-        correction."""
+    def _new_states(self, grads, variables, step):
+        """Every tensor's state after this step's update, computed from its state before it: the moments
+        "m" and "v", the parameter "p" and, for tensors with a trust ratio, the update norm's EMA and its
+        bias correction.
+
+        The passes over each tensor's elements are per tensor; the trust ratios' scalar arithmetic is done
+        once for all tensors, as vectors, so that a model with many tensors compiles to few small ops.
+        """
+        finite = step["finite"]
+        states = [self._new_moments(variable, grad, step) for grad, variable in zip(grads, variables)]
+        learning_rates = [tf.where(finite, step["learning_rate"], 0.0)] * len(states)
+        indices = [self._get_variable_index(variable) for variable in variables]
+        trusted = [i for i, index in enumerate(indices) if self._update_norms[index] is not None]
+        if trusted:
+            indices = [indices[i] for i in trusted]
+            old_norm = tf.stack([tf.convert_to_tensor(self._update_norms[j]) for j in indices])
+            old_correction = tf.stack([tf.convert_to_tensor(self._update_norm_corrections[j]) for j in indices])
+            update_norms = tf.stack([_norm(states[i]["u"]) for i in trusted])
+            parameter_norms = tf.stack([_norm(variables[i]) for i in trusted])
+            rate = step["update_norm_ema"]
+            norm = old_norm * (1.0 - rate) + rate * update_norms
+            correction = old_correction * (1.0 - rate) + rate
+            ratios = _trust_ratio(parameter_norms, norm / correction)
+            norm = tf.unstack(tf.where(finite, norm, old_norm))
+            correction = tf.unstack(tf.where(finite, correction, old_correction))
+            ratios = tf.unstack(ratios)
+            for k, i in enumerate(trusted):
+                states[i]["update_norm"] = norm[k]
+                states[i]["update_norm_correction"] = correction[k]
+                learning_rates[i] = learning_rates[i] * ratios[k]
+        for state, variable, learning_rate in zip(states, variables, learning_rates):
+            state["p"] = tf.convert_to_tensor(variable) - tf.cast(learning_rate, variable.dtype) * state.pop("u")
+        return states
+
+    def _new_moments(self, variable, grad, step):
+        """One tensor's new moments "m" and "v" and its update direction "u"."""
         index = self._get_variable_index(variable)
         dtype = variable.dtype
 
@@ -620,23 +652,10 @@ class LHOPT(keras.optimizers.Optimizer):
         m = m_old + one_minus_beta_1 * (g - m_old)
         v = tf.maximum(beta_2 * v_old, tf.abs(g))
         u = m / (v + cast(step["epsilon"])) / cast(step["bias_correction_1"]) + weight_decay * p
-
-        new = {"m": m, "v": v}
-        lr = cast(tf.where(finite, step["learning_rate"], 0.0))
-        if self._update_norms[index] is not None:
-            old_norm = tf.convert_to_tensor(self._update_norms[index])
-            old_correction = tf.convert_to_tensor(self._update_norm_corrections[index])
-            rate = step["update_norm_ema"]
-            norm = old_norm * (1.0 - rate) + rate * _norm(u)
-            correction = old_correction * (1.0 - rate) + rate
-            new["update_norm"] = tf.where(finite, norm, old_norm)
-            new["update_norm_correction"] = tf.where(finite, correction, old_correction)
-            lr = lr * tf.cast(_trust_ratio(_norm(p), norm / correction), dtype)
-        new["p"] = p - lr * u
-        return new
+        return {"m": m, "v": v, "u": u}
 
     def _tensor_statistics(self, grads, variables, updates, step):
-        """The controller's statistics of every tensor after its update (`updates`, from `_new_state`).
+        """The controller's statistics of every tensor after its update (`updates`, from `_new_states`).
 
         They describe the state the next steps start from: the new moments
         and parameters, this step's (clipped) gradient, and the direction and
