@@ -8,10 +8,14 @@ Adam's; the first step's time (tracing and XLA compilation) and its excess
 over Adam's; the optimizer's state in bytes per trainable parameter.
 
 LHOPT is timed with its controller off (`policy=None`) and with the packaged
-default controller acting every 10 steps (and every step, its worst case).
-Timed blocks are a multiple of 10 steps so every block holds the same number
-of control steps. The device is the one TensorFlow picks (a GPU if there is
-one) and is recorded with the results.
+default controller: at its default cadence for a run of 2,500 steps (a control
+step every 50 steps, as `ControllerCallback` plans about 50 per run), every 10
+steps (its cadence while the run's length is unknown) and every step (its worst
+case). Timed blocks are a multiple of 50 steps so every block holds the same
+number of control steps. The ratio to Adam is the median of the per-round
+ratios (each block against Adam's block of the same round), with their
+quartiles. The device is the one TensorFlow picks (a GPU if there is one) and
+is recorded with the results.
 
     python benchmarks/overhead.py    # writes benchmarks/results/overhead.json and .md
 """
@@ -32,6 +36,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_lopt  # noqa: E402
+from keras_lopt.control import control_every_for  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "overhead.json"
 
@@ -85,6 +90,10 @@ MODELS = {
 TOKEN_MODELS = {"transformer_10m": 2048}
 
 
+# The run length whose default cadence is timed: a control step every 50 steps.
+DEFAULT_CADENCE_RUN_STEPS = 2_500
+
+
 def _optimizers(control_every):
     """Name -> factory of the optimizers compared; the first is the baseline."""
     optimizers = {
@@ -92,6 +101,7 @@ def _optimizers(control_every):
         "adamw": lambda: keras.optimizers.AdamW(),
         "lamb": lambda: keras.optimizers.Lamb(),
         "lhopt_controller_off": lambda: keras_lopt.LHOPT(policy=None),
+        "lhopt_default": lambda: keras_lopt.LHOPT(total_steps=DEFAULT_CADENCE_RUN_STEPS),
     }
     for every in control_every:
         # total_steps so that the controller sees a run in progress, as under ControllerCallback.
@@ -137,11 +147,11 @@ def _state_bytes_per_parameter(model):
     return state / parameters, parameters
 
 
-def benchmark(model_names, rounds, block_steps, warmup, batch_sizes, optimizers):
+def benchmark(model_names, model_rounds, steps, warmup, batch_sizes, optimizers):
     results = []
     for model_name in model_names:
         batch_size = batch_sizes.get(model_name, batch_sizes["default"])
-        steps = block_steps.get(model_name, block_steps["default"])
+        rounds = model_rounds.get(model_name, model_rounds["default"])
         runs, memory, first_step = {}, {}, {}
         for opt_name, make in optimizers.items():
             model, first_step[opt_name], run = _train_function(model_name, make(), batch_size)
@@ -156,17 +166,20 @@ def benchmark(model_names, rounds, block_steps, warmup, batch_sizes, optimizers)
                 runs[name](steps)
                 times[name].append((time.perf_counter() - start) / steps)
         baseline = next(iter(runs))
-        base_median = statistics.median(times[baseline])
         for name in runs:
             median = statistics.median(times[name])
+            ratios = [t / b for t, b in zip(times[name], times[baseline])]
+            ratio_quartiles = statistics.quantiles(ratios, n=4, method="inclusive")
             row = {
                 "model": model_name,
                 "parameters": parameters,
                 "batch_size": batch_size,
                 "steps_per_block": steps,
+                "rounds": rounds,
                 "optimizer": name,
                 "median_step_ms": round(1e3 * median, 4),
-                "ratio_to_adam": round(median / base_median, 4),
+                "ratio_to_adam": round(statistics.median(ratios), 4),
+                "ratio_to_adam_quartiles": [round(ratio_quartiles[0], 4), round(ratio_quartiles[2], 4)],
                 "first_step_seconds": round(first_step[name], 3),
                 "extra_first_step_seconds": round(first_step[name] - first_step[baseline], 3),
                 "state_bytes_per_parameter": round(memory[name], 4),
@@ -174,7 +187,8 @@ def benchmark(model_names, rounds, block_steps, warmup, batch_sizes, optimizers)
             results.append(row)
             print(
                 f"{model_name:16s} {parameters:>11,d} params  {name:24s} "
-                f"{row['median_step_ms']:9.3f} ms/step  x{row['ratio_to_adam']:.3f}  "
+                f"{row['median_step_ms']:9.3f} ms/step  x{row['ratio_to_adam']:.3f} "
+                f"[{row['ratio_to_adam_quartiles'][0]:.3f}-{row['ratio_to_adam_quartiles'][1]:.3f}]  "
                 f"first step {row['first_step_seconds']:6.2f} s  state {row['state_bytes_per_parameter']:.3f} B/param",
                 flush=True,
             )
@@ -187,17 +201,19 @@ def markdown_table(record):
         f"Generated by `python benchmarks/overhead.py` on {record['date']} on {record['device']} "
         f"({record['machine']['cpus']} CPUs, TensorFlow {record['versions']['tensorflow']}, "
         f"Keras {record['versions']['keras']}, jit_compile=True, median of {record['settings']['rounds']} "
-        f"interleaved blocks of {record['settings']['steps']} steps, {record['settings']['transformer_steps']} for "
-        f"the transformer).",
+        f"interleaved blocks of {record['settings']['steps']} steps ({record['settings']['transformer_rounds']} for "
+        f"the transformer); ratio to Adam: median of the per-round ratios, with their quartiles).",
         "",
-        "| model | parameters | batch | optimizer | ms/step (median) | ratio to Adam | first step s "
+        "| model | parameters | batch | optimizer | ms/step (median) | ratio to Adam | quartiles | first step s "
         "| first step s over Adam | state bytes/param |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in record["results"]:
         lines.append(
             f"| {row['model']} | {row['parameters']:,} | {row['batch_size']} | {row['optimizer']} "
-            f"| {row['median_step_ms']:.2f} | {row['ratio_to_adam']:.3f} | {row['first_step_seconds']:.2f} "
+            f"| {row['median_step_ms']:.2f} | {row['ratio_to_adam']:.3f} "
+            f"| {row['ratio_to_adam_quartiles'][0]:.3f}-{row['ratio_to_adam_quartiles'][1]:.3f} "
+            f"| {row['first_step_seconds']:.2f} "
             f"| {row['extra_first_step_seconds']:+.2f} | {row['state_bytes_per_parameter']:.3f} |"
         )
     return "\n".join(lines) + "\n"
@@ -215,17 +231,21 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=50, help="steps per timed block (a multiple of 10)")
+    parser.add_argument("--transformer-rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=50, help="steps per timed block (a multiple of 50)")
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--transformer-batch-size", type=int, default=16)
-    parser.add_argument("--transformer-steps", type=int, default=10, help="steps per timed block for the transformer")
     parser.add_argument("--control-every", type=int, nargs="+", default=[10, 1])
     parser.add_argument("--output", type=pathlib.Path, default=RESULTS)
     args = parser.parse_args()
+    cadences = [control_every_for(DEFAULT_CADENCE_RUN_STEPS), *args.control_every]
+    if any(args.steps % every for every in cadences):
+        parser.error(f"--steps must be a multiple of every control cadence timed ({cadences}), so that every "
+                     f"block holds the same number of control steps; got {args.steps}.")
     batch_sizes = {"default": args.batch_size, "transformer_10m": args.transformer_batch_size}
-    steps = {"default": args.steps, "transformer_10m": args.transformer_steps}
-    results = benchmark(args.models, args.rounds, steps, args.warmup, batch_sizes, _optimizers(args.control_every))
+    rounds = {"default": args.rounds, "transformer_10m": args.transformer_rounds}
+    results = benchmark(args.models, rounds, args.steps, args.warmup, batch_sizes, _optimizers(args.control_every))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "benchmark": "overhead",

@@ -200,21 +200,6 @@ def _normal_cdf(z):
 TENSOR_SUMS = ("g_g", "m_m", "u_u", "p_p", "g_m", "g_p", "g_u", "d_d", "v_above_epsilon", "log_abs_u")
 
 
-def element_sum(x):
-    """The sum of a tensor's elements.
-
-    For tensors of rank 2 or more it is a product with a vector of ones: XLA on
-    CPU compiles a reduction to a single-threaded loop but a matrix-vector
-    product to a multithreaded, vectorized one, about 5x faster on large
-    tensors (on GPU both are fast). Vectors and scalars are reduced.
-    """
-    columns = x.shape[-1] if x.shape.rank is not None and x.shape.rank >= 2 else None
-    if columns is None:
-        return tf.reduce_sum(x)
-    rows = tf.reshape(x, [-1, columns])
-    return tf.reduce_sum(tf.matmul(rows, tf.ones([columns, 1], x.dtype)))
-
-
 def tensor_sums(g, m_hat, v, u, p, epsilon):
     """float32 `[len(TENSOR_SUMS)]`: one tensor's sums, in one reduction over its elements.
 

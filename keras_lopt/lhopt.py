@@ -86,9 +86,24 @@ def _assign_value(variable, value):
     return variable.assign(value)
 
 
+def _sum_of_squares(x):
+    """The sum of `x`'s squared elements, in float32.
+
+    For tensors of rank 2 or more it is a product with a vector of ones: XLA on
+    CPU compiles a reduction to a single-threaded loop but a matrix-vector
+    product to a multithreaded, vectorized one, about 5x faster on large
+    tensors (on GPU both are fast).
+    """
+    squares = tf.square(tf.cast(x, tf.float32))
+    columns = squares.shape[-1] if squares.shape.rank is not None and squares.shape.rank >= 2 else None
+    if columns is None:
+        return tf.reduce_sum(squares)
+    rows = tf.reshape(squares, [-1, columns])
+    return tf.reduce_sum(tf.matmul(rows, tf.ones([columns, 1])))
+
+
 def _norm(x):
-    """The Euclidean norm of `x`'s elements, in float32."""
-    return tf.sqrt(features.element_sum(tf.square(tf.cast(x, tf.float32))))
+    return tf.sqrt(_sum_of_squares(x))
 
 
 def _trust_ratio(parameter_norm, mean_update_norm):
@@ -555,7 +570,7 @@ class LHOPT(keras.optimizers.Optimizer):
             HYPERPARAMETERS[name].stored_as: tf.convert_to_tensor(variable)
             for name, variable in self._hyperparameter_variables.items()
         }
-        squared = [features.element_sum(tf.square(tf.cast(g, tf.float32))) for g in grads]
+        squared = [_sum_of_squares(g) for g in grads]
         norm = tf.sqrt(tf.add_n(squared))
         finite = tf.math.is_finite(norm)
         old_max = tf.convert_to_tensor(self._gradient_norm_max)
