@@ -35,6 +35,29 @@ def test_rule_5_ships_the_best_at_default_starts_only_if_it_also_repairs_misset_
     assert best == "coin" and not passes
 
 
+def test_amended_rule_5_ships_the_best_at_default_starts_of_the_new_candidates_that_clear_every_threshold():
+    frame = _scores({0.1: -1.0, 1.0: 0.4, 10.0: -0.8})
+    noise = np.random.default_rng(0).normal(0, 0.05, 36)
+
+    def candidate(default, misset):
+        return {0.1: list(np.add(frame[0.1], misset)), 1.0: list(np.add(frame[1.0], default + noise)),
+                10.0: list(np.add(frame[10.0], misset))}
+
+    candidates = {
+        "iteration_00050": candidate(0.6, 0.1),   # highest at defaults, fails from mis-set starts
+        "iteration_00110": candidate(0.5, 0.5),   # clears every threshold but was seen before the amendment
+        "iteration_00120": candidate(0.2, 0.3),   # clears every threshold
+        "iteration_00130": candidate(0.3, 0.3),   # clears every threshold, higher at defaults
+        "iteration_00140": candidate(0.4, 0.1),   # higher still at defaults, fails from mis-set starts
+    }
+    paired, best, passes = selection.select(candidates, frame)
+    assert best == "iteration_00050" and not passes  # rule 5 as written
+    assert selection.amended_choice(paired) == "iteration_00130"
+    del candidates["iteration_00120"], candidates["iteration_00130"]
+    assert selection.amended_choice(selection.select(candidates, frame)[0]) is None
+    assert selection.iteration("iteration_00120") == 120 and selection.iteration("frame") is None
+
+
 def test_reads_each_controllers_validation_files_and_writes_the_choice(tmp_path, monkeypatch):
     monkeypatch.chdir(selection.ROOT)
     work = tmp_path / "work"
@@ -53,7 +76,7 @@ def test_reads_each_controllers_validation_files_and_writes_the_choice(tmp_path,
     selection.main(["--snapshots", str(snapshot), "--work_dir", str(work), "--output", str(output)])
     result = json.loads(output.read_text())
     assert result["tasks"] == 4 * len(selection.VALIDATION_SETS)
-    assert result["chosen"] == "iteration_00050"
+    assert result["chosen"] == "iteration_00050" and result["rule_5_amended"] is None  # before iteration 120
     assert result["paired_with_frame"]["iteration_00050"]["x10"]["mean"] == pytest.approx(0.25)
     assert "it ships" in output.with_suffix(".md").read_text()
 
