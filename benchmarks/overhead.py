@@ -239,10 +239,14 @@ def main():
     parser.add_argument("--control-every", type=int, nargs="+", default=[10, 1])
     parser.add_argument("--output", type=pathlib.Path, default=RESULTS)
     args = parser.parse_args()
+    # Every block holds the same number of control steps: a cadence divides the block, or is longer than all
+    # the steps a model takes (then no block holds one, which times what the controller costs on other steps).
+    steps_taken = 1 + args.warmup + max(args.rounds, args.transformer_rounds) * args.steps
     cadences = [control_every_for(DEFAULT_CADENCE_RUN_STEPS), *args.control_every]
-    if any(args.steps % every for every in cadences):
-        parser.error(f"--steps must be a multiple of every control cadence timed ({cadences}), so that every "
-                     f"block holds the same number of control steps; got {args.steps}.")
+    if any(args.steps % every and every <= steps_taken for every in cadences):
+        parser.error(f"--steps must be a multiple of every control cadence timed ({cadences}) shorter than the "
+                     f"{steps_taken} steps a model takes, so that every block holds the same number of control "
+                     f"steps; got {args.steps}.")
     batch_sizes = {"default": args.batch_size, "transformer_10m": args.transformer_batch_size}
     rounds = {"default": args.rounds, "transformer_10m": args.transformer_rounds}
     results = benchmark(args.models, rounds, args.steps, args.warmup, batch_sizes, _optimizers(args.control_every))
