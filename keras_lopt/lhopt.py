@@ -625,9 +625,9 @@ class LHOPT(keras.optimizers.Optimizer):
         indices = [self._get_variable_index(variable) for variable in variables]
         trusted = [i for i, index in enumerate(indices) if self._update_norms[index] is not None]
         if trusted:
-            indices = [indices[i] for i in trusted]
-            old_norm = tf.stack([tf.convert_to_tensor(self._update_norms[j]) for j in indices])
-            old_correction = tf.stack([tf.convert_to_tensor(self._update_norm_corrections[j]) for j in indices])
+            old_norm = tf.stack([tf.convert_to_tensor(self._update_norms[indices[i]]) for i in trusted])
+            old_correction = tf.stack(
+                [tf.convert_to_tensor(self._update_norm_corrections[indices[i]]) for i in trusted])
             update_norms = tf.stack([_norm(states[i]["u"]) for i in trusted])
             parameter_norms = tf.stack([_norm(variables[i]) for i in trusted])
             rate = step["update_norm_ema"]
