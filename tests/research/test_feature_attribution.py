@@ -27,8 +27,16 @@ def test_replays_reproduce_the_run_and_with_every_task_side_input_swapped_the_do
 
     assert [c["replayed_moves_match_recording"] for c in checks] == [True, True]
     # Float32 rounding: LHOPT moves its hyperparameters in the compiled step, the replay eagerly, and by
-    # continuous amounts (expected moves) the two drift apart slightly; the moves above still match.
-    assert max(c["max_abs_difference_of_recomputed_features"] for c in checks) < 1e-3
+    # continuous amounts (expected moves) the two drift apart slightly; the moves above still match. The
+    # recomputed log-relative features drift by about 3e-5; their history CDFs at the shortest horizon divide
+    # by a small standard deviation and drift up to some 40x as far.
+    assert max(c["max_abs_difference_of_recomputed_features"] for c in checks) < 5e-3
+    is_cdf = np.array(["_cdf_" in features.FEATURE_NAMES[i] for i in own])
+    for r in recordings.values():
+        _, replayed = feature_attribution.replay(
+            controller.Controller.load("default"), r["optimizer"], r["observations"], own)
+        difference = np.abs(replayed[:, own] - r["observations"][:, own])
+        assert difference[:, ~is_cdf].max() < 1e-4
     assert [p["all_swapped_reproduces_donor"] for p in pairs] == [True, True]
     assert pairs[0]["all_task_side_swapped"] == pytest.approx(pairs[0]["donor_own"], abs=1e-4)
     assert set(pairs[0]["swapped"]) == set(feature_attribution.SWAPPED_GROUPS)
